@@ -1,0 +1,5 @@
+import sys
+
+from ramir.cli import main
+
+sys.exit(main())

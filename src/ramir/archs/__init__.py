@@ -1,0 +1,115 @@
+"""Networks and the registry of named configurations (``create_model("ram-swinir")``).
+
+The registry is an explicit table, not filled by import side effects: each architecture is a class
+name -> constructor, each named config an architecture plus keyword arguments. ``create_model`` records
+the architecture and the full keyword arguments on the module (``model.ramir_spec``) so that a checkpoint
+can carry them and rebuild the network from one file.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+# architecture name -> "module:Class" (imported on first use so `import ramir` stays cheap)
+ARCHITECTURES: dict[str, str] = {
+    "swinir": "ramir.archs.swinir:SwinIR",
+    "promptir": "ramir.archs.promptir:PromptIR",
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A named, documented configuration of an architecture."""
+
+    arch: str
+    kwargs: dict[str, Any]
+    description: str = ""
+    paper: str = ""
+
+
+@dataclass
+class NetworkSpec:
+    """What rebuilds a network: its architecture name and every constructor argument."""
+
+    arch: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"arch": self.arch, "kwargs": copy.deepcopy(self.kwargs)}
+
+
+_RAM_PAPER = "Qin et al., Restore Anything with Masks, ECCV 2024"
+
+MODEL_CONFIGS: dict[str, ModelConfig] = {
+    "ram-swinir": ModelConfig(
+        "swinir",
+        dict(img_size=64, patch_size=1, in_chans=3, embed_dim=180, depths=[6] * 6, num_heads=[6] * 6,
+             mlp_ratio=2, window_size=8, upscale=1),
+        "RAM-SwinIR, the paper's configuration (11.5M parameters)", _RAM_PAPER,
+    ),
+    "ram-swinir-small": ModelConfig(
+        "swinir",
+        dict(img_size=64, patch_size=1, in_chans=3, embed_dim=24, depths=[2, 2], num_heads=[2, 2],
+             mlp_ratio=2, window_size=8, upscale=1),
+        "A tiny RAM-SwinIR for tests and laptop experiments (50k parameters)", _RAM_PAPER,
+    ),
+    "promptir": ModelConfig(
+        "promptir", dict(decoder=True),
+        "PromptIR / RAM-PromptIR, the paper's configuration (35.4M parameters)", _RAM_PAPER,
+    ),
+    "promptir-small": ModelConfig(
+        "promptir", dict(decoder=True, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1),
+        "PromptIR with one block per level (16.3M parameters)", _RAM_PAPER,
+    ),
+}
+MODEL_CONFIGS["ram-promptir"] = MODEL_CONFIGS["promptir"]
+
+
+def get_architecture(arch: str) -> type[nn.Module]:
+    if arch not in ARCHITECTURES:
+        raise KeyError(f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHITECTURES))}")
+    module_name, cls_name = ARCHITECTURES[arch].split(":")
+    return getattr(importlib.import_module(module_name), cls_name)
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`create_model`."""
+    return sorted(MODEL_CONFIGS)
+
+
+def build_network(arch: str, **kwargs: Any) -> nn.Module:
+    """Construct ``arch`` with exactly ``kwargs`` and record the spec on the module."""
+    model = get_architecture(arch)(**kwargs)
+    model.ramir_spec = NetworkSpec(arch, copy.deepcopy(kwargs))
+    return model
+
+
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """Build a registered configuration (or a bare architecture name) with keyword overrides.
+
+    ``None`` overrides are dropped so unset CLI options never replace a configuration's defaults.
+    Accepts the reference constructors' keyword names (e.g. ``embed_dim``, ``depths``, ``num_blocks``).
+    """
+    if name in MODEL_CONFIGS:
+        cfg = MODEL_CONFIGS[name]
+        arch, kwargs = cfg.arch, copy.deepcopy(cfg.kwargs)
+    elif name in ARCHITECTURES:
+        arch, kwargs = name, {}
+    else:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(list_models())}")
+    kwargs.update({k: v for k, v in overrides.items() if v is not None})
+    return build_network(arch, **kwargs)
+
+
+def network_spec(model: nn.Module) -> NetworkSpec | None:
+    """The spec recorded by :func:`build_network`, looking through DDP / wrapper ``.module``/``.network``."""
+    for attr in (None, "module", "network"):
+        m = model if attr is None else getattr(model, attr, None)
+        if m is not None and isinstance(getattr(m, "ramir_spec", None), NetworkSpec):
+            return m.ramir_spec
+    return None

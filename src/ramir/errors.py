@@ -1,0 +1,23 @@
+"""Exceptions that the CLI turns into one clear line (no traceback unless --debug)."""
+
+from __future__ import annotations
+
+
+class RamirError(Exception):
+    """Base class: a problem the user can fix (bad input, bad file, bad config)."""
+
+
+class CheckpointError(RamirError):
+    """A file is not a checkpoint, is truncated, or holds an unknown or mismatched network."""
+
+
+class ImageError(RamirError):
+    """An image cannot be read, decoded or written."""
+
+
+class DataError(RamirError):
+    """A dataset is empty, unpaired or unreadable."""
+
+
+class ConfigError(RamirError):
+    """A recipe or override is invalid (unknown key, wrong type)."""
