@@ -19,6 +19,7 @@ from torch import nn
 ARCHITECTURES: dict[str, str] = {
     "swinir": "ramir.archs.swinir:SwinIR",
     "promptir": "ramir.archs.promptir:PromptIR",
+    "nafnet": "ramir.archs.nafnet:NAFNet",
 }
 
 
@@ -68,6 +69,16 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
     ),
 }
 MODEL_CONFIGS["ram-promptir"] = MODEL_CONFIGS["promptir"]
+MODEL_CONFIGS["nafnet-s"] = ModelConfig(
+    "nafnet", dict(width=16, enc_blocks=[1, 1, 2], middle_blocks=2, dec_blocks=[1, 1, 1]),
+    "Compact NAFNet-style U-Net: fast on CPU, the default model's network",
+    "Chen et al., Simple Baselines for Image Restoration, ECCV 2022",
+)
+MODEL_CONFIGS["nafnet-m"] = ModelConfig(
+    "nafnet", dict(width=32, enc_blocks=[1, 2, 2], middle_blocks=2, dec_blocks=[1, 1, 1]),
+    "Medium NAFNet-style U-Net",
+    "Chen et al., Simple Baselines for Image Restoration, ECCV 2022",
+)
 
 
 def get_architecture(arch: str) -> type[nn.Module]:

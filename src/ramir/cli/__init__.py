@@ -8,7 +8,9 @@ one line and exit non-zero; a traceback appears only with ``--debug``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 
 from ramir import __version__
@@ -44,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # e.g. `ramir data verify ... | head`: the reader left, nothing to report
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at interpreter exit
+        return 0
     except KeyboardInterrupt:
         print("ramir: interrupted", file=sys.stderr)
         return 130

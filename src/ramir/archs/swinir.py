@@ -1,0 +1,647 @@
+"""RAM-SwinIR: SwinIR (Liang et al., "SwinIR: Image Restoration Using Swin Transformer", ICCVW 2021) in
+the variant used by RAM (Qin et al., "Restore Anything with Masks", ECCV 2024; RAM_SPEC §6).
+
+What RAM changes compared with the original SwinIR (so original SwinIR checkpoints do not load):
+
+* ``conv_first`` is a 1x1 convolution and the input is not mean-subtracted;
+* the long skip uses the *post-LayerNorm* shallow features:
+  ``t = LayerNorm(patch_embed(conv_first(x)))``, ``out = conv_last(conv_after_body(norm(RSTBs(t))) + t)``;
+* no global image residual, no upsampler (restoration at the input's resolution);
+* a ``mask_token`` parameter of shape (1, 3, img_size, img_size) exists only so that reference checkpoints
+  load; ``forward`` never uses it (masking happens outside the network, see :mod:`ramir.masking`).
+
+Parameter and buffer names, shapes and the ``state_dict`` order are those of the reference, and so is the
+layout of every module output that MAC hooks (attention layers in window layout ``(nW*B, N, C)``, odd
+blocks in the cyclically shifted frame). Input and output are ImageNet-normalised NCHW tensors; the input
+is reflect-padded bottom/right to a multiple of the window size and the output cropped back.
+
+Two execution paths give the same numbers: the fast one (reshape/permute window partition, one
+``scaled_dot_product_attention`` call per block with bias + shift mask as ``attn_mask``, cached masks), and
+a straightforward literal one (per-window Python loops, explicit softmax) enabled by
+:func:`ramir.archs.common.straightforward_path`, kept only for benchmarks and tests.
+
+Written for ramir from the papers and the reference's documented behaviour.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils import checkpoint as activation_checkpoint
+
+from ramir.archs.common import straightforward_path_enabled
+
+# Additive attention mask value for token pairs from different regions of a shifted window (reference).
+SHIFT_MASK_VALUE = -100.0
+
+
+# ----------------------------------------------------------------------------------------------------
+# Pure helpers: window partition, relative positions, shifted-window masks
+# ----------------------------------------------------------------------------------------------------
+
+
+def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """(B, H, W, C) -> (B*nW, window*window, C); windows ordered batch-major, then row, then column."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // window, window, w // window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window * window, c)
+
+
+def window_merge(windows: torch.Tensor, window: int, h: int, w: int) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: (B*nW, window*window, C) -> (B, H, W, C)."""
+    c = windows.shape[-1]
+    x = windows.reshape(-1, h // window, w // window, window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
+
+
+def window_partition_literal(x: torch.Tensor, window: int) -> list[torch.Tensor]:
+    """The same windows as :func:`window_partition`, cut one by one (straightforward path)."""
+    b, h, w, c = x.shape
+    return [
+        x[i, r : r + window, s : s + window, :].reshape(window * window, c)
+        for i in range(b)
+        for r in range(0, h, window)
+        for s in range(0, w, window)
+    ]
+
+
+def window_merge_literal(windows: Sequence[torch.Tensor], window: int, h: int, w: int) -> torch.Tensor:
+    """Paste windows back one by one (straightforward path)."""
+    c = windows[0].shape[-1]
+    per_row, per_image = w // window, (h // window) * (w // window)
+    images = []
+    for i in range(len(windows) // per_image):
+        rows = []
+        for r in range(h // window):
+            start = i * per_image + r * per_row
+            row = windows[start : start + per_row]
+            rows.append(torch.cat([win.reshape(window, window, c) for win in row], 1))
+        images.append(torch.cat(rows, 0))
+    return torch.stack(images)
+
+
+def relative_position_index(window_h: int, window_w: int) -> torch.Tensor:
+    """(N, N) int64 index into the relative-position bias table, N = window_h*window_w.
+
+    Query (i1, j1) and key (i2, j2) share the entry ``(i1-i2+Wh-1) * (2*Ww-1) + (j1-j2+Ww-1)``: one learned
+    bias per relative offset (Swin Transformer, Liu et al. 2021, Eq. 4).
+    """
+    rows = torch.arange(window_h).repeat_interleave(window_w)  # row of each flattened position
+    cols = torch.arange(window_w).repeat(window_h)
+    d_row = rows[:, None] - rows[None, :] + window_h - 1
+    d_col = cols[:, None] - cols[None, :] + window_w - 1
+    return d_row * (2 * window_w - 1) + d_col
+
+
+def shifted_window_mask(
+    h: int,
+    w: int,
+    window: int,
+    shift: int,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """(nW, N, N) additive mask for cyclically shifted windows: 0 within a region, -100 across regions.
+
+    After rolling by ``-shift`` a border window holds pixels from up to 4 non-adjacent image regions; the
+    image is cut into 3x3 regions (bands ``[0, H-window)``, ``[H-window, H-shift)``, ``[H-shift, H)`` in
+    each direction) and attention between different regions is suppressed.
+    """
+
+    def bands(n: int) -> torch.Tensor:
+        band = torch.zeros(n, dtype=torch.long)
+        band[n - window :] = 1
+        band[n - shift :] = 2
+        return band
+
+    region = bands(h)[:, None] * 3 + bands(w)[None, :]  # (H, W) region label
+    labels = window_partition(region[None, :, :, None], window).squeeze(-1)  # (nW, N)
+    differ = labels[:, :, None] != labels[:, None, :]
+    mask = torch.zeros(differ.shape, dtype=dtype)
+    mask.masked_fill_(differ, SHIFT_MASK_VALUE)
+    return mask.to(device) if device is not None else mask
+
+
+def mixed_windows(h: int, w: int, window: int, shift: int) -> torch.Tensor:
+    """Indices of the windows whose shift mask is not all zero: the last window row and column.
+
+    Only windows straddling the wrap-around of the cyclic shift mix regions; interior windows attend
+    with the position bias alone, which lets the fast path skip the mask for them (same numbers).
+    """
+    rows, cols = h // window, w // window
+    index = torch.arange(rows * cols).view(rows, cols)
+    if shift == 0:
+        return index.new_empty(0)
+    return torch.cat([index[:-1, -1], index[-1, :]])
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_shift_mask(
+    h: int, w: int, window: int, shift: int, device: torch.device, dtype: torch.dtype, inference: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    # ``inference`` is part of the key: tensors made under inference_mode cannot enter autograd later.
+    del inference
+    mask = shifted_window_mask(h, w, window, shift, device, dtype)
+    return mask, mixed_windows(h, w, window, shift).to(device)
+
+
+def _caching_allowed() -> bool:
+    """Caches hold concrete tensors; tracing/compiling must see the computation instead."""
+    return not (torch.jit.is_tracing() or torch.compiler.is_compiling())
+
+
+def tokens_to_image(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, H*W, C) -> (B, C, H, W) (the reference's PatchUnEmbed)."""
+    b, _, c = x.shape
+    return x.transpose(1, 2).reshape(b, c, size[0], size[1])
+
+
+def image_to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H*W, C) (the reference's PatchEmbed without norm)."""
+    return x.flatten(2).transpose(1, 2)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Modules
+# ----------------------------------------------------------------------------------------------------
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop a residual branch per sample while training, rescaled by 1/keep."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+        return x * x.new_empty(shape).bernoulli_(keep).div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Mlp(nn.Module):
+    """Transformer feed-forward: fc1 -> GELU -> fc2 (names as in the reference)."""
+
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside windows with a learned relative-position bias.
+
+    Input and output are in window layout (nW*B, N, C). Returns the ``proj`` output tensor itself (no
+    extra op after it in eval), as the reference does, so MAC gives this module and ``proj`` equal scores.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        window_size: tuple[int, int],
+        num_heads: int,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
+        self.dim = dim
+        self.window_size = window_size
+        self.num_heads = num_heads
+        self.scale = qk_scale or (dim // num_heads) ** -0.5
+        wh, ww = window_size
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads))
+        self.register_buffer("relative_position_index", relative_position_index(wh, ww))
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        self._bias_cache: tuple[tuple, torch.Tensor] | None = None
+
+    # -- relative position bias -------------------------------------------------------------------
+
+    def _gather_bias(self) -> torch.Tensor:
+        n = self.window_size[0] * self.window_size[1]
+        table = self.relative_position_bias_table
+        return table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1).contiguous()
+
+    def position_bias(self) -> torch.Tensor:
+        """(num_heads, N, N) bias gathered from the table.
+
+        Cached while the table cannot receive gradients (eval / no_grad); recomputed whenever it can (the
+        table is learned) or has changed: the key holds the tensors' storage, dtype, device and version
+        counter, which in-place updates (optimiser steps, ``load_state_dict``) increment.
+        """
+        table, index = self.relative_position_bias_table, self.relative_position_index
+        if (torch.is_grad_enabled() and table.requires_grad) or not _caching_allowed():
+            return self._gather_bias()
+        key = (
+            table.device, table.dtype, table.data_ptr(), table._version,
+            index.data_ptr(), index._version, torch.is_inference_mode_enabled(),
+        )
+        if self._bias_cache is None or self._bias_cache[0] != key:
+            with torch.no_grad():
+                self._bias_cache = (key, self._gather_bias())
+        return self._bias_cache[1]
+
+    # -- forward --------------------------------------------------------------------------------------
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, mask_windows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x: (nW*B, N, C) windows; mask: (nW, N, N) additive shift mask or None.
+
+        ``mask_windows`` lists the windows where ``mask`` is not all zero (derived from ``mask`` if not
+        given). All windows attend with the position bias only; those few are then redone with bias + mask,
+        which is exact (the others' mask is zero) and avoids materialising a (nW, heads, N, N) mask.
+        """
+        if straightforward_path_enabled():
+            return self._forward_straightforward(x, mask)
+        b_, n, c = x.shape
+        heads = self.num_heads
+        qkv = self.qkv(x).reshape(b_, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # (nW*B, heads, N, hd)
+        bias = self.position_bias().unsqueeze(0).to(q.dtype)  # 4-D keeps SDPA on its fused CPU kernel
+        out = self._attend(q, k, v, bias).transpose(1, 2).reshape(b_, n, c)
+        if mask is not None:
+            nw = mask.shape[0]
+            if mask_windows is None:
+                mask_windows = mask.flatten(1).ne(0).any(1).nonzero().squeeze(1)
+            if mask_windows.numel():
+                images = b_ // nw
+                rows = (mask_windows + nw * torch.arange(images, device=x.device)[:, None]).reshape(-1)
+                window_mask = (bias + mask[mask_windows].unsqueeze(1).to(q.dtype)).repeat(images, 1, 1, 1)
+                redone = self._attend(q[rows], k[rows], v[rows], window_mask)
+                redone = redone.transpose(1, 2).reshape(-1, n, c)
+                # out may alias SDPA's output, which autograd saves: write in place only without autograd
+                if torch.is_grad_enabled():
+                    out = out.index_copy(0, rows, redone)
+                else:
+                    out.index_copy_(0, rows, redone)
+        return self._project(out)
+
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor
+    ) -> torch.Tensor:
+        drop = self.attn_drop.p if self.training else 0.0
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop, scale=self.scale)
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(x)
+        if self.training and self.proj_drop.p > 0:
+            x = self.proj_drop(x)
+        return x
+
+    def _forward_straightforward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """softmax(q k^T * scale + bias + mask) v, literally, one window at a time."""
+        b_, n, c = x.shape
+        heads = self.num_heads
+        qkv = self.qkv(x).reshape(b_, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0] * self.scale, qkv[1], qkv[2]
+        bias = self._gather_bias()
+        outs = []
+        for i in range(b_):
+            scores = q[i] @ k[i].transpose(-2, -1) + bias  # (heads, N, N)
+            if mask is not None:
+                scores = scores + mask[i % mask.shape[0]]
+            weights = self.attn_drop(torch.softmax(scores, dim=-1))
+            outs.append((weights @ v[i]).transpose(0, 1).reshape(n, c))
+        return self._project(torch.stack(outs))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}"
+
+
+class SwinTransformerBlock(nn.Module):
+    """LayerNorm -> (shifted) window attention -> residual; LayerNorm -> MLP -> residual.
+
+    Odd blocks of a group shift the windows by half a window (``shift_size``). The shift mask for
+    ``input_resolution`` is the buffer ``attn_mask`` (as in the reference); other sizes get a cached one.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        input_resolution: tuple[int, int],
+        num_heads: int,
+        window_size: int = 7,
+        shift_size: int = 0,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+        norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.input_resolution = input_resolution
+        if min(input_resolution) <= window_size:  # the reference's rule: one window covers everything
+            shift_size, window_size = 0, min(input_resolution)
+        if not 0 <= shift_size < window_size:
+            raise ValueError(f"shift_size {shift_size} must be in [0, window_size={window_size})")
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.norm1 = norm_layer(dim)
+        self.attn = WindowAttention(dim, (window_size, window_size), num_heads, qkv_bias, qk_scale, attn_drop,
+                                    drop)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+        if shift_size > 0:
+            self.register_buffer("attn_mask", shifted_window_mask(*input_resolution, window_size, shift_size))
+        else:
+            self.attn_mask = None
+
+    def shift_mask(
+        self, h: int, w: int, device: torch.device, dtype: torch.dtype
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The (nW, N, N) mask for an (h, w) map and its non-zero windows; (None, None) if unshifted."""
+        if self.shift_size == 0:
+            return None, None
+        ws, s = self.window_size, self.shift_size
+        if (h, w) == tuple(self.input_resolution) and self.attn_mask is not None:
+            return self.attn_mask, None
+        if straightforward_path_enabled() or not _caching_allowed():
+            return shifted_window_mask(h, w, ws, s, device, dtype), None
+        return _cached_shift_mask(h, w, ws, s, torch.device(device), dtype, torch.is_inference_mode_enabled())
+
+    def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
+        h, w = x_size
+        b, length, c = x.shape
+        if length != h * w or h % self.window_size or w % self.window_size:
+            raise ValueError(
+                f"{length} tokens do not form a {h}x{w} map divisible by window {self.window_size}"
+            )
+        s, ws = self.shift_size, self.window_size
+        shortcut = x
+        x = self.norm1(x).view(b, h, w, c)
+        if s:
+            x = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
+        mask, mask_windows = self.shift_mask(h, w, x.device, x.dtype)
+        if straightforward_path_enabled():
+            windows = torch.stack(window_partition_literal(x, ws))
+            x = window_merge_literal(list(self.attn(windows, mask)), ws, h, w)
+        else:
+            x = window_merge(self.attn(window_partition(x, ws), mask, mask_windows), ws, h, w)
+        if s:
+            x = torch.roll(x, shifts=(s, s), dims=(1, 2))
+        x = shortcut + self.drop_path(x.reshape(b, h * w, c))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, input_resolution={self.input_resolution}, window_size={self.window_size}, "
+                f"shift_size={self.shift_size}")
+
+
+class BasicLayer(nn.Module):
+    """A sequence of Swin blocks alternating regular and shifted windows (the RSTB's ``residual_group``)."""
+
+    def __init__(
+        self,
+        dim: int,
+        input_resolution: tuple[int, int],
+        depth: int,
+        num_heads: int,
+        window_size: int,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        qk_scale: float | None,
+        drop: float,
+        attn_drop: float,
+        drop_path: Sequence[float],
+        norm_layer: Callable[[int], nn.Module],
+        use_checkpoint: bool = False,
+    ) -> None:
+        super().__init__()
+        self.use_checkpoint = use_checkpoint
+        self.blocks = nn.ModuleList(
+            SwinTransformerBlock(dim, input_resolution, num_heads, window_size,
+                                 0 if i % 2 == 0 else window_size // 2, mlp_ratio, qkv_bias, qk_scale, drop,
+                                 attn_drop, drop_path[i], norm_layer)
+            for i in range(depth)
+        )
+
+    def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
+        for block in self.blocks:
+            if self.use_checkpoint and self.training and torch.is_grad_enabled():
+                # activation checkpointing: recompute the block in backward instead of storing activations
+                x = activation_checkpoint.checkpoint(block, x, x_size, use_reentrant=False)
+            else:
+                x = block(x, x_size)
+        return x
+
+
+def _conv_block(dim: int, kind: str) -> nn.Module:
+    """The 3x3 conv closing an RSTB / the body: '1conv' or the lighter bottleneck '3conv'."""
+    if kind == "1conv":
+        return nn.Conv2d(dim, dim, 3, 1, 1)
+    if kind == "3conv":  # dim -> dim/4 -> dim/4 -> dim, saves parameters (SwinIR's lightweight option)
+        return nn.Sequential(
+            nn.Conv2d(dim, dim // 4, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(dim // 4, dim // 4, 1, 1, 0), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(dim // 4, dim, 3, 1, 1),
+        )
+    raise ValueError(f"unsupported resi_connection {kind!r}; use '1conv' or '3conv'")
+
+
+class RSTB(nn.Module):
+    """Residual Swin Transformer Block: Swin blocks -> conv (in image layout) -> + input."""
+
+    def __init__(self, dim: int, input_resolution: tuple[int, int], resi_connection: str = "1conv",
+                 **layer_kwargs) -> None:
+        super().__init__()
+        self.residual_group = BasicLayer(dim, input_resolution, **layer_kwargs)
+        self.conv = _conv_block(dim, resi_connection)
+
+    def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
+        y = tokens_to_image(self.residual_group(x, x_size), x_size)
+        return image_to_tokens(self.conv(y)) + x
+
+
+class PatchEmbed(nn.Module):
+    """(B, C, H, W) -> (B, H*W, C) tokens, optionally LayerNorm'ed (patch size 1: no projection)."""
+
+    def __init__(self, dim: int, norm_layer: Callable[[int], nn.Module] | None) -> None:
+        super().__init__()
+        self.norm = norm_layer(dim) if norm_layer is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = image_to_tokens(x)
+        return self.norm(x) if self.norm is not None else x
+
+
+class SwinIR(nn.Module):
+    """RAM-SwinIR on ImageNet-normalised NCHW input (same size out; pads and crops internally).
+
+    Keyword names follow the reference constructor. Args:
+        img_size: training patch size; sets the stored ``attn_mask`` buffers and ``mask_token``'s shape.
+        patch_size: must be 1 (SwinIR works on pixels).
+        in_chans: image channels.
+        embed_dim, depths, num_heads: width, blocks per RSTB, heads per RSTB.
+        window_size, mlp_ratio, qkv_bias, qk_scale: Swin block settings.
+        drop_rate, attn_drop_rate, drop_path_rate: dropouts (stochastic depth rises linearly to the rate).
+        norm_layer: constructor of the token norm (LayerNorm; the string "nn.LayerNorm" is accepted).
+        ape: absolute position embedding; unsupported (ties the network to one size; RAM never uses it).
+        patch_norm: LayerNorm after the patch embedding.
+        use_checkpoint: activation checkpointing of every Swin block while training (saves memory).
+        upscale: recorded only: with ``upsampler=''`` the reference restores at the input size and ignores it.
+        img_range: must be 1.0 (RAM neither rescales nor mean-subtracts).
+        upsampler: only '' (no upsampling) is supported.
+        resi_connection: '1conv' or '3conv'.
+        first_type: '1x1' (RAM) or '3x3' (original SwinIR) ``conv_first``.
+        umbed: must be True (the reference's default token embedding).
+        finetune_type: accepted and ignored, as the reference swallows it from its configs.
+    """
+
+    def __init__(
+        self,
+        img_size: int = 64,
+        patch_size: int = 1,
+        in_chans: int = 3,
+        embed_dim: int = 96,
+        depths: Sequence[int] = (6, 6, 6, 6),
+        num_heads: Sequence[int] = (6, 6, 6, 6),
+        window_size: int = 7,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.1,
+        norm_layer: Callable[[int], nn.Module] | str = nn.LayerNorm,
+        ape: bool = False,
+        patch_norm: bool = True,
+        use_checkpoint: bool = False,
+        upscale: int = 2,
+        img_range: float = 1.0,
+        upsampler: str = "",
+        resi_connection: str = "1conv",
+        first_type: str = "1x1",
+        umbed: bool = True,
+        finetune_type: str | None = None,
+    ) -> None:
+        super().__init__()
+        del finetune_type  # a training option of the reference's configs, meaningless for the network
+        _check_supported(patch_size, ape, img_range, upsampler, resi_connection, first_type, umbed, upscale)
+        if isinstance(norm_layer, str):  # as recorded in configs/manifests: "nn.LayerNorm"
+            if norm_layer.removeprefix("nn.") != "LayerNorm":
+                raise ValueError(f"unsupported norm_layer {norm_layer!r} (only 'nn.LayerNorm')")
+            norm_layer = nn.LayerNorm
+        if len(depths) != len(num_heads):
+            raise ValueError(f"depths {list(depths)} and num_heads {list(num_heads)} differ in length")
+        if img_size < 1 or window_size < 1:
+            raise ValueError("img_size and window_size must be positive")
+        self.img_size = img_size
+        self.window_size = window_size
+        self.embed_dim = embed_dim
+        self.upscale = upscale
+        self.img_range = img_range
+        self.upsampler = upsampler
+
+        # Unused by forward; kept so that reference checkpoints (which hold it) load strictly.
+        self.mask_token = nn.Parameter(torch.zeros(1, in_chans, img_size, img_size))
+
+        # shallow features
+        kernel = 1 if first_type == "1x1" else 3
+        self.conv_first = nn.Conv2d(in_chans, embed_dim, kernel, 1, kernel // 2)
+
+        # deep features
+        self.patch_embed = PatchEmbed(embed_dim, norm_layer if patch_norm else None)
+        self.pos_drop = nn.Dropout(drop_rate)
+        # resolution the stored shift masks are made for (img_size padded to whole windows, as forward does)
+        side = -(-img_size // window_size) * window_size
+        resolution = (side, side)
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.layers = nn.ModuleList()
+        for i, (depth, heads) in enumerate(zip(depths, num_heads)):
+            start = sum(depths[:i])
+            self.layers.append(RSTB(
+                embed_dim, resolution, resi_connection, depth=depth, num_heads=heads,
+                window_size=window_size, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale,
+                drop=drop_rate, attn_drop=attn_drop_rate, drop_path=dpr[start : start + depth],
+                norm_layer=norm_layer, use_checkpoint=use_checkpoint,
+            ))
+        self.norm = norm_layer(embed_dim)
+        self.conv_after_body = _conv_block(embed_dim, resi_connection)
+
+        # reconstruction (no upsampler: same resolution, same channels)
+        self.conv_last = nn.Conv2d(embed_dim, in_chans, 3, 1, 1)
+        self.apply(_init_weights)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """Reflect-pad bottom/right to a multiple of ``window_size`` (as the reference's inference)."""
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % self.window_size, (-w) % self.window_size
+        if ph == 0 and pw == 0:
+            return x
+        if ph >= h or pw >= w:
+            raise ValueError(f"input {h}x{w} is too small to reflect-pad to a multiple of {self.window_size}")
+        return F.pad(x, (0, pw, 0, ph), mode="reflect")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) normalised -> (B, C, H, W) normalised restoration."""
+        h, w = x.shape[-2:]
+        x = self.pad(x)
+        size = (x.shape[-2], x.shape[-1])
+        t = self.patch_embed(self.conv_first(x))  # post-LayerNorm shallow tokens: also the long skip
+        z = self.pos_drop(t)
+        for layer in self.layers:
+            z = layer(z, size)
+        z = tokens_to_image(self.norm(z), size)
+        out = self.conv_last(self.conv_after_body(z) + tokens_to_image(t, size))
+        return out[..., :h, :w]
+
+
+def _check_supported(patch_size: int, ape: bool, img_range: float, upsampler: str, resi_connection: str,
+                     first_type: str, umbed: bool, upscale: int) -> None:
+    """Reject reference options this implementation does not provide, instead of ignoring them."""
+    problems = []
+    if patch_size != 1:
+        problems.append(f"patch_size={patch_size} (only 1)")
+    if ape:
+        problems.append("ape=True (absolute position embedding)")
+    if img_range != 1.0:
+        problems.append(f"img_range={img_range} (only 1.0)")
+    if upsampler != "":
+        problems.append(f"upsampler={upsampler!r} (only '')")
+    if resi_connection not in ("1conv", "3conv"):
+        problems.append(f"resi_connection={resi_connection!r} (only '1conv', '3conv')")
+    if first_type not in ("1x1", "3x3"):
+        problems.append(f"first_type={first_type!r} (only '1x1', '3x3')")
+    if umbed is not True:
+        problems.append(f"umbed={umbed!r} (only True)")
+    if not isinstance(upscale, int) or upscale < 1:
+        problems.append(f"upscale={upscale!r} (a positive integer)")
+    if problems:
+        raise ValueError("unsupported SwinIR options: " + ", ".join(problems))
+
+
+def _init_weights(m: nn.Module) -> None:
+    """SwinIR's initialisation: truncated-normal Linear weights, unit LayerNorm (convs keep PyTorch's)."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)

@@ -1,0 +1,284 @@
+"""``ramir restore``: restore image files, folders and globs into an output folder.
+
+Rules that protect the user's files:
+
+- Outputs go to ``-o OUTDIR`` (default ``restored/``, announced), keep the input's name, extension and
+  format (``a.png`` -> ``OUTDIR/a.png``, or ``a_restored.png`` with ``--suffix _restored``; never
+  ``a.png.png``), and keep the relative folder structure of folder and glob inputs.
+- An input is never written over, not even with ``--overwrite``.
+- An existing output is kept: the file is *skipped* with a one-line message (``--skip-existing``: skipped
+  quietly, for resuming a large run); ``--overwrite`` replaces it. Skips are not failures.
+- Outputs are written atomically. A file that fails prints ``ramir: FILE: REASON`` and the run goes on;
+  the exit status is 1 when any file failed, else 0. A missing model or bad option exits with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from ramir.errors import ImageError, RamirError
+from ramir.imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+
+DEFAULT_OUTDIR = "restored"
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass
+class Job:
+    """One input file and where its restoration goes."""
+
+    source: Path
+    relative: Path  # the output's path relative to OUTDIR, before the suffix
+
+
+def _parse_tile(text: str) -> int | str:
+    if text == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        msg = f"expected a number of pixels, 0 (whole image) or 'auto', got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("tile size must be >= 0")
+    return value
+
+
+def _parse_pixels(text: str) -> int:
+    """``100000000``, ``100M``, ``100MP`` or ``1.5G`` pixels."""
+    t = text.strip().upper().removesuffix("P")
+    factor = {"K": 1e3, "M": 1e6, "G": 1e9}.get(t[-1:], 1)
+    try:
+        value = float(t[:-1] if factor != 1 else t) * factor
+    except ValueError:
+        msg = f"expected a pixel count like 100000000 or 100M, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("the pixel limit must be positive")
+    return int(value)
+
+
+def _nonnegative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "restore",
+        help="restore images (files, folders, globs) with a RAM model",
+        description="Restore images with a RAM model. Outputs keep the input's name, format, size, mode, "
+        "bit depth, alpha and colour profile; inputs are never overwritten.",
+        epilog="Existing outputs are skipped with a message unless --overwrite. A file that cannot be "
+        "restored prints one line and the others go on; the exit status is 1 if any file failed, 2 for a "
+        "bad option or model, else 0.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    p.add_argument("-o", "--output", metavar="OUTDIR", default=None,
+                   help=f"output folder (default: ./{DEFAULT_OUTDIR}/)")
+    p.add_argument("-r", "--recursive", action="store_true",
+                   help="descend into sub-folders (and let ** match folders in globs)")
+    p.add_argument("--model", metavar="NAME|PATH", default=None,
+                   help="checkpoint file (ramir .safetensors or reference .pth); default: the embedded model")
+    p.add_argument("--tile", type=_parse_tile, default="auto", metavar="SIZE|auto",
+                   help="tile size in pixels, 0 for whole images, or auto (default: from free memory)")
+    p.add_argument("--overlap", type=_nonnegative, default=32, metavar="PX", help="tile overlap (default 32)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                   help="where the network runs (default: cuda > mps > cpu)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="compute precision (reduced precision falls back to fp32 if it fails)")
+    p.add_argument("--twin-mask", action="store_true",
+                   help="restore with complementary masks (for models that are only MIM pre-trained)")
+    p.add_argument("--compare", action="store_true", help="also write NAME_compare.png: before | after")
+    p.add_argument("--suffix", default="", help="appended to output names, e.g. _restored (default: none)")
+    exists = p.add_mutually_exclusive_group()
+    exists.add_argument("--skip-existing", action="store_true",
+                        help="skip existing outputs quietly (by default they are skipped with a message)")
+    exists.add_argument("--overwrite", action="store_true", help="replace existing outputs (never inputs)")
+    p.add_argument("--max-pixels", type=_parse_pixels, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help=f"refuse larger images (default {DEFAULT_MAX_PIXELS // 1_000_000}M)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch")
+    p.set_defaults(func=run)
+
+
+# --------------------------------------------------------------------------------------------- inputs
+def _has_magic(text: str) -> bool:
+    return any(ch in _GLOB_CHARS for ch in text)
+
+
+def _glob_base(pattern: str) -> Path:
+    """The folder part of a pattern before its first wildcard (outputs keep the structure below it)."""
+    parts = Path(pattern).parts
+    base: list[str] = []
+    for part in parts[:-1]:
+        if _has_magic(part):
+            break
+        base.append(part)
+    return Path(*base) if base else Path(".")
+
+
+def _is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def collect_jobs(inputs: list[str], recursive: bool) -> tuple[list[Job], list[tuple[str, str]]]:
+    """Expand files, folders and globs into jobs (each file once); also return (input, reason) problems."""
+    jobs: list[Job] = []
+    problems: list[tuple[str, str]] = []
+    seen: set[Path] = set()
+
+    def add(path: Path, relative: Path) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            jobs.append(Job(path, relative))
+
+    for text in inputs:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            pattern = "**/*" if recursive else "*"
+            found = sorted(p for p in path.glob(pattern) if p.is_file() and _is_image_name(p))
+            if not found:
+                problems.append((text, "no image files in this folder" + ("" if recursive else " (use -r?)")))
+            for p in found:
+                add(p, p.relative_to(path))
+        elif path.exists() or not _has_magic(text):
+            add(path, Path(path.name))  # a missing file fails later with its own one-line reason
+        else:  # a glob the shell did not expand (Windows, or quoted)
+            matches = sorted(Path(m) for m in glob.glob(os.path.expanduser(text), recursive=recursive))
+            files = [m for m in matches if m.is_file()]
+            if not files:
+                problems.append((text, "no files match this pattern"))
+            base = _glob_base(os.path.expanduser(text))
+            for m in files:
+                try:
+                    rel = m.relative_to(base)
+                except ValueError:
+                    rel = Path(m.name)
+                add(m, rel)
+    return jobs, problems
+
+
+def output_path(job: Job, outdir: Path, suffix: str) -> Path:
+    """OUTDIR/REL/STEM+SUFFIX+EXT: the extension is the input's, never doubled."""
+    rel = job.relative
+    return outdir / rel.parent / f"{rel.stem}{suffix}{rel.suffix}"
+
+
+def compare_path(output: Path) -> Path:
+    return output.with_name(f"{output.stem}_compare.png")
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+class InputGuard:
+    """Knows every input (by resolved path and by inode, so links count too) to never write over one."""
+
+    def __init__(self, inputs: list[Path]) -> None:
+        self.paths = {p.resolve() for p in inputs}
+        self.ids = {i for i in map(_identity, inputs) if i is not None}
+
+    def is_input(self, path: Path) -> bool:
+        return path.resolve() in self.paths or _identity(path) in self.ids
+
+
+# ------------------------------------------------------------------------------------------------ run
+def _say(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ramir.imageio import read_image, write_compare, write_image
+    from ramir.inference import load
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.suffix and (os.sep in args.suffix or "/" in args.suffix):
+        raise RamirError(f"--suffix must not contain a path separator: {args.suffix!r}")
+    restorer = load(
+        args.model, device=args.device, tile=args.tile, overlap=args.overlap, precision=args.precision,
+        twin_mask=args.twin_mask,
+    )
+    outdir = Path(args.output if args.output is not None else DEFAULT_OUTDIR).expanduser()
+    if args.output is None:
+        _say(f"ramir: writing to {DEFAULT_OUTDIR}{os.sep} (the default output folder; change it with -o)")
+
+    start = time.perf_counter()
+    jobs, problems = collect_jobs(args.inputs, args.recursive)
+    restored = skipped = failed = 0
+    for text, reason in problems:
+        _say(f"ramir: {text}: {reason}")
+        failed += 1
+
+    guard = InputGuard([job.source for job in jobs])
+    planned: dict[Path, Path] = {}
+    debug = bool(getattr(args, "debug", False))
+    bar = tqdm(jobs, desc="restoring", unit="image", file=sys.stderr, disable=None, leave=False)
+    for job in bar:
+        out = output_path(job, outdir, args.suffix)
+        try:
+            key = out.resolve()
+            if guard.is_input(out) or (args.compare and guard.is_input(compare_path(out))):
+                raise ImageError(f"refusing to write over an input ({out}); choose another -o or --suffix")
+            if key in planned:
+                raise ImageError(f"{out} is also the output of {planned[key]}; restore them separately")
+            planned[key] = job.source
+            if out.exists() and not args.overwrite:
+                skipped += 1
+                if not args.skip_existing:
+                    _say(f"ramir: {job.source}: skipped, {out} exists (--overwrite replaces it)")
+                continue
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                loaded = read_image(job.source, max_pixels=args.max_pixels, min_size=restorer.min_size)
+                result = restorer.restore_rgb(loaded.rgb)
+                write_image(out, result, like=loaded, overwrite=args.overwrite)
+                if args.compare:
+                    write_compare(compare_path(out), loaded.rgb, result, overwrite=args.overwrite)
+            for note in loaded.notes:
+                _say(f"ramir: note: {job.source}: {note}")
+            for w in caught:  # precision fallbacks, out-of-memory retries: one line each, no source lines
+                _say(f"ramir: warning: {job.source}: {w.message}")
+            restored += 1
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:
+            if debug:
+                raise
+            failed += 1
+            _say(f"ramir: {_one_line(job.source, exc)}")
+    bar.close()
+    elapsed = time.perf_counter() - start
+    print(f"restored {restored}, skipped {skipped}, failed {failed} in {elapsed:.1f} s")
+    return 1 if failed else 0
+
+
+def _one_line(source: Path, exc: BaseException) -> str:
+    """``FILE: REASON`` on one line; the file is not repeated when the reason already starts with it."""
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if not isinstance(exc, RamirError):
+        msg = f"{type(exc).__name__}: {msg}"
+    if msg.startswith(f"{source}:"):
+        return msg
+    return f"{source}: {msg}"

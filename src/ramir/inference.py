@@ -1,0 +1,630 @@
+"""Restoring images: tiled inference with seamless blending, and the :class:`Restorer` users touch first.
+
+``ramir.load(...)`` returns a :class:`Restorer`; ``restorer.restore(image)`` takes a PIL image, a numpy
+array or a torch tensor and returns the same kind. Underneath, :func:`restore_tensor` runs any network
+that maps ImageNet-normalised RGB to ImageNet-normalised RGB (RAM's convention) on an image of any size:
+
+- **Tiles.** The image is cut into tiles of ``tile`` pixels (a multiple of the network's window, so a
+  tile's windows line up with the whole image's), overlapping by ``overlap`` pixels. Tile starts are
+  multiples of the window; the last tile of a row or column ends exactly at the image border, so the
+  network pads it exactly as it pads the whole image.
+- **Blending.** Each tile's output is weighted by a separable window that is 0 on the first
+  ``overlap // 4`` pixels next to an inner tile edge (where a tile's output is least like the whole
+  image's), then rises as a raised cosine over the middle half of the overlap. Because the tile grid is a
+  product grid, the per-pixel sum of weights is the outer product of two 1-D sums: the 1-D weights are
+  normalised up front and tiles are accumulated straight into the output tensor — no weight buffer and
+  no second image-sized buffer. For a network whose receptive field radius is at most ``overlap // 4``
+  (convolutions; SwinIR restricted to one unshifted window layer per tile margin), tiled output equals
+  whole-image output; for networks with global operations (PromptIR's channel attention and prompt
+  pooling) tiles differ slightly and the blend hides the seams.
+- **Memory.** Only a small batch of tiles is on the device at a time; the image and the output stay on
+  the CPU in float32. ``tile="auto"`` runs the whole image when an architecture's memory-per-pixel
+  estimate fits in the free memory, else picks the largest tile that fits. An out-of-memory error is
+  retried with smaller tiles.
+- **Precision.** fp32 by default; bf16/fp16 via autocast on request. A non-finite or all-black result
+  in reduced precision is redone in fp32, with a warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import inspect
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ramir.errors import CheckpointError, ImageError, RamirError
+from ramir.imagespace import denormalize, normalize
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DEFAULT_OVERLAP = 32
+DEFAULT_WEIGHTS = "default.safetensors"
+NO_DEFAULT_MODEL = (
+    "no embedded default model is shipped in this build yet; pass --model PATH (a RAM checkpoint)"
+)
+
+# Peak activation bytes per input pixel of one forward pass in fp32 under inference_mode (estimates,
+# deliberately generous: a wrong guess costs one out-of-memory retry on a GPU, or swap on a CPU).
+_FALLBACK_BYTES_PER_PIXEL = 16_384
+
+
+class _ReducedPrecisionFailed(Exception):
+    """Internal: a bf16/fp16 pass gave non-finite values; redo the image in fp32."""
+
+
+# ---------------------------------------------------------------------------------------- network facts
+def _candidates(network: nn.Module) -> Iterator[nn.Module]:
+    yield network
+    for attr in ("module", "network", "_orig_mod"):
+        inner = getattr(network, attr, None)
+        if isinstance(inner, nn.Module):
+            yield from _candidates(inner)
+
+
+def network_multiple(network: nn.Module) -> int:
+    """The size multiple a network pads its input to (SwinIR: its window, PromptIR: 16, NAFNet: 2**levels).
+
+    Read from the recorded spec, else from attributes; 1 when nothing is known.
+    """
+    from ramir.archs import network_spec
+
+    spec = network_spec(network)
+    if spec is not None:
+        if spec.arch == "swinir":
+            return int(spec.kwargs.get("window_size", 7))
+        if spec.arch == "promptir":
+            return 16
+    for net in _candidates(network):
+        for attr in ("size_multiple", "pad_multiple", "window_size"):
+            value = getattr(net, attr, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        if type(net).__name__.lower() == "promptir":
+            return 16
+    return 1
+
+
+def bytes_per_pixel(network: nn.Module) -> int:
+    """Estimated peak fp32 activation bytes per pixel of a forward pass (drives ``tile="auto"``).
+
+    SwinIR: tokens of ``embed_dim`` (x, LayerNorm, q/k/v, attention output, MLP hidden at ``mlp_ratio``)
+    plus the ``heads x window²`` attention matrix and its softmax. PromptIR: its widest full-resolution
+    stage (decoder level 1 at 96 channels, gated FFN of 2 x 255 channels) plus skip tensors.
+    """
+    from ramir.archs import network_spec
+
+    spec = network_spec(network)
+    if spec is None:
+        return _FALLBACK_BYTES_PER_PIXEL
+    kw = spec.kwargs
+    if spec.arch == "swinir":
+        dim = int(kw.get("embed_dim", 96))
+        heads = max(kw.get("num_heads", [6]) or [6])
+        ws = int(kw.get("window_size", 7))
+        mlp = float(kw.get("mlp_ratio", 4.0))
+        floats = dim * (10 + 2 * mlp) + 2 * heads * ws * ws
+        return int(4 * floats)  # ram-swinir-small, 1 MP on the CPU: 1.3 KB/pixel measured, 2.4 estimated
+    if spec.arch == "promptir":
+        dim = int(kw.get("dim", 48))
+        return int(4 * dim * 40 * 1.5)
+    if spec.arch == "nafnet":
+        width = int(kw.get("width", 32))
+        return int(4 * width * 16 * 1.5)
+    return _FALLBACK_BYTES_PER_PIXEL
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free for activations on ``device`` (None when unknown)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "mps":
+        with contextlib.suppress(Exception):
+            return int(torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory())
+        return None
+    try:  # Linux: MemAvailable counts reclaimable page cache, unlike MemFree
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _round_to(value: int, multiple: int) -> int:
+    return max(multiple, round(value / multiple) * multiple)
+
+
+def auto_tile(
+    height: int, width: int, *, bpp: int, device: torch.device, multiple: int = 1, images: int = 1,
+    free: int | None = None,
+) -> int:
+    """0 (whole image) when the estimate fits in half the free memory, else the largest tile that fits
+    (between 128 and 2048 pixels, a multiple of ``multiple``)."""
+    free = free_memory(device) if free is None else free
+    if free is None:
+        free = 4 << 30  # unknown (non-Linux CPU): assume a modest machine
+    budget = free // 2
+    if bpp * height * width * images <= budget:
+        return 0
+    side = int(math.sqrt(budget / bpp))
+    side = min(max(side, 128), 2048)
+    return max(multiple, (side // multiple) * multiple)
+
+
+# ------------------------------------------------------------------------------------------ tile layout
+def tile_spans(length: int, tile: int, overlap: int, multiple: int = 1) -> list[tuple[int, int]]:
+    """[start, end) spans along one axis: starts are multiples of ``multiple``, neighbours overlap by at
+    least ``overlap``, the last span ends at ``length`` (it may be up to ``multiple - 1`` longer than
+    ``tile``). One span when the tile covers the axis."""
+    if tile <= 0 or length <= tile:
+        return [(0, length)]
+    stride = max(multiple, ((tile - overlap) // multiple) * multiple)
+    starts = list(range(0, length - tile, stride))
+    last = ((length - tile) // multiple) * multiple
+    if starts and last <= starts[-1]:
+        starts.pop()  # the previous tile is simply extended to the border
+    starts.append(last)
+    return [(s, s + tile) for s in starts[:-1]] + [(starts[-1], length)]
+
+
+def _ramp(n: int, margin: int, rise: int) -> torch.Tensor:
+    """0 for ``margin`` samples, a raised cosine over ``rise`` samples, then 1 (length ``n``)."""
+    w = torch.ones(n, dtype=torch.float64)
+    margin, rise = min(margin, n), min(rise, max(n - margin, 0))
+    w[:margin] = 0.0
+    if rise > 0:
+        t = (torch.arange(rise, dtype=torch.float64) + 0.5) / rise
+        w[margin : margin + rise] = 0.5 - 0.5 * torch.cos(math.pi * t)
+    return w
+
+
+def axis_weights(spans: list[tuple[int, int]], length: int, overlap: int) -> list[torch.Tensor]:
+    """Blending weights of each span along one axis, normalised so that they sum to 1 at every pixel.
+
+    Inner tile edges get a zero margin of ``overlap // 4`` then a raised-cosine rise over
+    ``overlap - 2 * (overlap // 4)``; image borders get full weight.
+    """
+    if len(spans) == 1:
+        return [torch.ones(length, dtype=torch.float32)]
+    margin = overlap // 4
+    rise = max(overlap - 2 * margin, 1)
+    raw = []
+    total = torch.zeros(length, dtype=torch.float64)
+    for s, e in spans:
+        w = torch.ones(e - s, dtype=torch.float64)
+        if s > 0:
+            w = w * _ramp(e - s, margin, rise)
+        if e < length:
+            w = w * _ramp(e - s, margin, rise).flip(0)
+        raw.append(w)
+        total[s:e] += w
+    if bool((total <= 0).any()):  # cannot happen with overlap >= 2 * margin + 1, checked anyway
+        raise RuntimeError("tile weights leave pixels uncovered; increase the overlap")
+    return [(w / total[s:e]).float() for w, (s, e) in zip(raw, spans)]
+
+
+# ----------------------------------------------------------------------------------------- running it
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    msg = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
+
+
+def _release_memory(device: torch.device) -> None:
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        with contextlib.suppress(Exception):
+            torch.mps.empty_cache()
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
+
+
+def _forward_tiles(
+    network: Callable[[torch.Tensor], torch.Tensor], x01: torch.Tensor, device: torch.device, precision: str
+) -> torch.Tensor:
+    """[0, 1] tiles (CPU) -> restored [0, 1] tiles (CPU float32): normalise, run, de-normalise, clamp."""
+    x = normalize(x01.to(device=device, dtype=torch.float32, non_blocking=True))
+    with _autocast(device, precision):
+        y = network(x)
+    y = denormalize(y.float())
+    if not bool(torch.isfinite(y).all()):
+        if precision != "fp32":
+            raise _ReducedPrecisionFailed
+        raise RamirError("the network produced NaN/inf values in fp32 (are the weights corrupt?)")
+    return y.clamp_(0.0, 1.0).to("cpu", torch.float32)
+
+
+def _restore_once(
+    network: Callable[[torch.Tensor], torch.Tensor],
+    x01: torch.Tensor,
+    tile: int,
+    overlap: int,
+    multiple: int,
+    device: torch.device,
+    precision: str,
+    tile_batch: int,
+) -> torch.Tensor:
+    n, _c, h, w = x01.shape
+    ys, xs = tile_spans(h, tile, overlap, multiple), tile_spans(w, tile, overlap, multiple)
+    if len(ys) == 1 and len(xs) == 1:
+        return _forward_tiles(network, x01, device, precision)
+    wy, wx = axis_weights(ys, h, overlap), axis_weights(xs, w, overlap)
+    # channels-last storage viewed as NCHW: converting the result to HWC images later costs nothing
+    out = torch.zeros((n, h, w, 3), dtype=torch.float32).permute(0, 3, 1, 2)
+    for i in range(n):
+        for (y0, y1), wyk in zip(ys, wy):
+            for group in _batches(list(zip(xs, wx)), tile_batch):
+                batch = torch.stack([x01[i, :, y0:y1, x0:x1] for (x0, x1), _ in group])
+                restored = _forward_tiles(network, batch, device, precision)
+                for k, ((x0, x1), wxk) in enumerate(group):
+                    out[i, :, y0:y1, x0:x1].addcmul_(restored[k], wyk[:, None] * wxk[None, :])
+    return out
+
+
+def _batches(row: list, size: int) -> Iterator[list]:
+    """Consecutive tiles of one width, at most ``size`` at a time (only a row's last tile can be wider)."""
+    batch: list = []
+    for item in row:
+        (x0, x1), _ = item
+        if batch and (len(batch) == size or batch[0][0][1] - batch[0][0][0] != x1 - x0):
+            yield batch
+            batch = []
+        batch.append(item)
+    if batch:
+        yield batch
+
+
+def _resolve_device(device: str | torch.device | None, network: nn.Module | None = None) -> torch.device:
+    if device is None or device == "auto":
+        if device is None and network is not None:
+            p = next(iter(network.parameters()), None)
+            if p is not None:
+                return p.device
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RamirError("--device cuda: CUDA is not available on this machine (use --device cpu)")
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise RamirError("--device mps: Apple's MPS backend is not available on this machine")
+    return dev
+
+
+def restore_tensor(
+    network: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    x01: torch.Tensor,
+    *,
+    tile: int | str = "auto",
+    overlap: int = DEFAULT_OVERLAP,
+    multiple: int | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
+    tile_batch: int | None = None,
+    bpp: int | None = None,
+) -> torch.Tensor:
+    """Restore (N, 3, H, W) RGB in [0, 1] (CPU) with a normalised -> normalised network; CPU float32 out.
+
+    ``tile``: pixels per tile side, 0 for the whole image, or "auto". ``multiple``: the network's size
+    multiple (detected when None). ``device``: where the network runs (None: where its parameters are;
+    the network is moved there if needed). ``tile_batch``: tiles per forward pass (default 4 on an
+    accelerator, 1 on the CPU). See the module docstring for the blending and the fallbacks.
+    """
+    if x01.dim() != 4 or x01.shape[1] != 3:
+        raise ValueError(f"expected an (N, 3, H, W) tensor, got shape {tuple(x01.shape)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if overlap < 0:
+        raise ValueError(f"overlap must be >= 0, got {overlap}")
+    module = network if isinstance(network, nn.Module) else None
+    dev = _resolve_device(device, module)
+    if module is not None and device is not None:
+        module.to(dev)
+    multiple = multiple or (network_multiple(module) if module is not None else 1)
+    n, _c, h, w = x01.shape
+    if tile == "auto":
+        est = bpp or (bytes_per_pixel(module) if module is not None else _FALLBACK_BYTES_PER_PIXEL)
+        tile = auto_tile(h, w, bpp=est, device=dev, multiple=multiple, images=n)
+    elif isinstance(tile, str):
+        raise ValueError(f"tile must be a number of pixels, 0 or 'auto', got {tile!r}")
+    tile = 0 if tile <= 0 else _round_to(int(tile), multiple)
+    tile_batch = tile_batch or (1 if dev.type == "cpu" else 4)
+    x01 = x01.detach().to("cpu", torch.float32)
+
+    with torch.inference_mode():
+        while True:
+            ov = min(overlap, tile // 2) if tile else overlap
+            retry: str | None = None
+            try:
+                out = _restore_once(network, x01, tile, ov, multiple, dev, precision, tile_batch)
+            except _ReducedPrecisionFailed:
+                retry = "nonfinite"
+            except Exception as exc:
+                if not _is_oom(exc):
+                    raise
+                retry = "oom"
+            if retry is None and precision != "fp32" and _all_black(out, x01):
+                retry = "black"
+            if retry is None:
+                return out
+            if retry in ("nonfinite", "black"):
+                what = "NaN/inf values" if retry == "nonfinite" else "an all-black image"
+                warnings.warn(f"{precision} inference gave {what}; redoing this image in fp32", stacklevel=2)
+                precision = "fp32"
+                continue
+            _release_memory(dev)  # outside the except block: the traceback no longer pins tensors
+            smaller = _smaller_tile(tile, h, w, multiple, tile_batch)
+            if smaller is None:
+                hint = "close other programs" if dev.type == "cpu" else "try --device cpu or --precision bf16"
+                raise RamirError(f"out of memory on {dev} even with {tile or max(h, w)}-pixel tiles; {hint}")
+            tile, tile_batch = smaller
+            warnings.warn(f"out of memory on {dev}; retrying with {tile}-pixel tiles", stacklevel=2)
+
+
+def _smaller_tile(tile: int, h: int, w: int, multiple: int, tile_batch: int) -> tuple[int, int] | None:
+    if tile_batch > 1:
+        return tile or _round_to(max(h, w), multiple), 1
+    current = tile or max(h, w)
+    smaller = ((current // 2) // multiple) * multiple
+    floor = max(multiple, 32)
+    if smaller < floor:
+        return None
+    return smaller, 1
+
+
+def _all_black(out: torch.Tensor, x01: torch.Tensor) -> bool:
+    """A reduced-precision failure mode: everything 0 although the input was not dark."""
+    return bool(out.amax() < 1.0 / 255.0) and bool(x01.amax() > 8.0 / 255.0)
+
+
+# ------------------------------------------------------------------------------------------- Restorer
+class TwinMaskNetwork(nn.Module):
+    """Restore with a pre-trained-only MIM model via complementary masks (paper Fig. 4), deterministic."""
+
+    def __init__(self, network: nn.Module, ratio: float = 0.5, seed: int = 0) -> None:
+        super().__init__()
+        self.network, self.ratio, self.seed = network, ratio, seed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from ramir.masking import twin_mask_forward
+
+        generator = torch.Generator().manual_seed(self.seed)
+        return twin_mask_forward(self.network, x, self.ratio, generator)
+
+
+@dataclass
+class Restorer:
+    """A network ready to restore images: ``restorer.restore(image)`` returns the same kind of image.
+
+    ``network`` maps ImageNet-normalised RGB to ImageNet-normalised RGB; it runs on ``device`` in eval
+    mode. ``tile``/``overlap``/``precision`` are passed to :func:`restore_tensor`.
+    """
+
+    network: nn.Module = field(repr=False)
+    device: torch.device
+    tile: int | str = "auto"
+    overlap: int = DEFAULT_OVERLAP
+    precision: str = "fp32"
+    twin_mask: bool = False
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise RamirError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        self.network = self.network.to(self.device).eval()
+        self.multiple = network_multiple(self.network)
+        self._bpp = bytes_per_pixel(self.network)
+        self._forward: nn.Module = TwinMaskNetwork(self.network) if self.twin_mask else self.network
+
+    @property
+    def min_size(self) -> int:
+        """The smallest width/height accepted: the network's window (its padding cannot cover less)."""
+        return self.multiple
+
+    def restore_tensor(self, x01: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) float in [0, 1] -> restored, CPU float32."""
+        h, w = x01.shape[-2:]
+        if min(h, w) < self.min_size:
+            raise ImageError(f"image is {w}x{h}, smaller than the network's window of {self.min_size} px")
+        return restore_tensor(
+            self._forward, x01, tile=self.tile, overlap=self.overlap, multiple=self.multiple,
+            device=self.device, precision=self.precision, bpp=self._bpp,
+        )
+
+    def restore_rgb(self, rgb: np.ndarray) -> np.ndarray:
+        """(H, W, 3) float32 in [0, 1] -> restored (H, W, 3) float32 (no copy of the result)."""
+        x = torch.from_numpy(np.asarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
+        y = self.restore_tensor(x)[0].permute(1, 2, 0)
+        return y.numpy() if y.is_contiguous() else np.ascontiguousarray(y.numpy())
+
+    def restore(self, image: Any) -> Any:
+        """Restore a PIL image, a numpy array (HW/HWC; uint8, uint16 or float in [0, 1]) or a torch tensor
+        (CHW/NCHW in [0, 1], or uint8) and return the same kind, shape, dtype and mode.
+
+        Grey images are restored as RGB and converted back; alpha is kept untouched.
+        """
+        from PIL import Image
+
+        if isinstance(image, Image.Image):
+            return self._restore_pil(image)
+        if isinstance(image, np.ndarray):
+            return self._restore_numpy(image)
+        if isinstance(image, torch.Tensor):
+            return self._restore_torch(image)
+        kind = type(image).__name__
+        raise TypeError(f"restore() takes a PIL image, a numpy array or a torch tensor, not {kind}")
+
+    def _restore_pil(self, image: Any) -> Any:
+        from ramir.imageio import from_pil, to_pil
+
+        loaded = from_pil(image)
+        restored = to_pil(self.restore_rgb(loaded.rgb), loaded, keep_palette=True)
+        if loaded.icc_profile:
+            restored.info["icc_profile"] = loaded.icc_profile
+        return restored
+
+    def _restore_numpy(self, image: np.ndarray) -> np.ndarray:
+        rgb, alpha, grey = _split_channels(image, image.ndim == 2)
+        scale = _scale_of(image.dtype)
+        x = rgb.astype(np.float32) / scale if scale else np.clip(rgb.astype(np.float32), 0.0, 1.0)
+        y = self.restore_rgb(x)
+        return _join_channels(y, alpha, grey, image, scale)
+
+    def _restore_torch(self, image: torch.Tensor) -> torch.Tensor:
+        if image.dim() not in (3, 4):
+            raise ImageError(f"expected a CHW or NCHW tensor, got shape {tuple(image.shape)}")
+        batch = image if image.dim() == 4 else image[None]
+        c = batch.shape[1]
+        if c not in (1, 2, 3, 4):
+            raise ImageError(f"expected 1-4 channels, got {c} (shape {tuple(image.shape)})")
+        scale = 255.0 if batch.dtype == torch.uint8 else None
+        if scale is None and not batch.is_floating_point():
+            raise ImageError(f"unsupported tensor dtype {batch.dtype} (float in [0, 1] or uint8)")
+        colour = batch[:, :3] if c >= 3 else batch[:, :1].expand(-1, 3, -1, -1)
+        x = colour.detach().to("cpu", torch.float32)
+        x = x / scale if scale else x.clamp(0.0, 1.0)
+        y = self.restore_tensor(x)
+        if c < 3:
+            luma = torch.tensor(_LUMA, dtype=torch.float32).view(1, 3, 1, 1)
+            y = (y * luma).sum(1, keepdim=True)
+        if scale:
+            y = (y * scale).round_().clamp_(0, 255)
+        y = y.to(device=image.device, dtype=image.dtype)
+        if c in (2, 4):
+            y = torch.cat([y, batch[:, -1:]], dim=1)
+        return y if image.dim() == 4 else y[0]
+
+
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def _scale_of(dtype: np.dtype) -> float | None:
+    if dtype == np.uint8:
+        return 255.0
+    if dtype == np.uint16:
+        return 65535.0
+    if np.issubdtype(dtype, np.floating):
+        return None
+    raise ImageError(f"unsupported array dtype {dtype} (uint8, uint16 or float in [0, 1])")
+
+
+def _split_channels(image: np.ndarray, grey2d: bool) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """-> (H, W, 3) colour, alpha (untouched) or None, whether the input was grey."""
+    if grey2d:
+        return np.repeat(image[..., None], 3, axis=2), None, True
+    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
+        raise ImageError(f"expected an HW or HWC array with 1-4 channels, got shape {image.shape}")
+    c = image.shape[2]
+    alpha = image[..., -1].copy() if c in (2, 4) else None
+    colour = image[..., :3] if c >= 3 else np.repeat(image[..., :1], 3, axis=2)
+    return colour, alpha, c < 3
+
+
+def _join_channels(
+    y: np.ndarray, alpha: np.ndarray | None, grey: bool, like: np.ndarray, scale: float | None
+) -> np.ndarray:
+    from ramir.imageio import rgb_to_grey
+
+    out = rgb_to_grey(y)[..., None] if grey else y
+    if scale:
+        out = np.rint(np.clip(out * scale, 0, scale))
+    out = out.astype(like.dtype)
+    if alpha is not None:
+        out = np.concatenate([out, alpha[..., None].astype(like.dtype)], axis=2)
+    return out[..., 0] if like.ndim == 2 else out
+
+
+# ------------------------------------------------------------------------------------------------ load
+def default_weights() -> Path | None:
+    """The embedded default model (``ramir/weights/default.safetensors``), or None in builds without one."""
+    ref = importlib.resources.files("ramir") / "weights" / DEFAULT_WEIGHTS
+    if not ref.is_file():
+        return None
+    return Path(str(ref))
+
+
+def _load_checkpoint_network(path: Path, device: torch.device) -> nn.Module:
+    from ramir.checkpoints import load_network
+
+    if "device" in inspect.signature(load_network).parameters:
+        return load_network(path, prefer_ema=True, device=device)
+    return load_network(path, prefer_ema=True).to(device)
+
+
+def load(
+    name_or_path: str | os.PathLike | nn.Module | None = None,
+    device: str | torch.device = "auto",
+    tile: int | str = "auto",
+    overlap: int = DEFAULT_OVERLAP,
+    precision: str = "fp32",
+    twin_mask: bool = False,
+    allow_random: bool = False,
+) -> Restorer:
+    """A ready-to-use :class:`Restorer`.
+
+    ``name_or_path``: a checkpoint file (ramir ``.safetensors`` or the reference's ``.pth``; EMA weights
+    preferred), None for the embedded default model, an ``nn.Module`` (normalised -> normalised), or a
+    registered architecture name — refused unless ``allow_random`` since random weights restore nothing.
+    ``device``: "auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:1", "mps".
+    ``twin_mask``: restore with complementary masks (for models that were only MIM pre-trained).
+    """
+    from ramir.archs import ARCHITECTURES, MODEL_CONFIGS, create_model
+
+    dev = _resolve_device(device)
+    if isinstance(name_or_path, nn.Module):
+        network, name = name_or_path, type(name_or_path).__name__
+    elif name_or_path is None:
+        path = default_weights()
+        if path is None:
+            raise RamirError(NO_DEFAULT_MODEL)
+        network, name = _load_checkpoint_network(path, dev), "default"
+    else:
+        text = os.fspath(name_or_path)
+        path = Path(text).expanduser()
+        if path.is_file():
+            network, name = _load_checkpoint_network(path, dev), path.name
+        elif text in MODEL_CONFIGS or text in ARCHITECTURES:
+            if not allow_random:
+                raise RamirError(
+                    f"{text!r} names an architecture, not trained weights: randomly initialised it would "
+                    "only produce noise; pass a checkpoint file (--model PATH)"
+                )
+            network, name = create_model(text), f"{text} (random weights)"
+        elif path.exists():
+            raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+        else:
+            raise CheckpointError(
+                f"no such checkpoint file or model name: {text!r} (registered architectures: "
+                f"{', '.join(sorted(MODEL_CONFIGS))})"
+            )
+    return Restorer(
+        network, dev, tile=tile, overlap=overlap, precision=precision, twin_mask=twin_mask, name=name
+    )

@@ -1,0 +1,815 @@
+"""Mask Attribute Conductance (MAC): which layers matter for restoring masked pixels (paper §3.3).
+
+RAM ranks the layers of a mask-pre-trained network by how much each one conducts the change of the
+output while the input goes from a masked image to the whole image, then fine-tunes only the top ones.
+
+The equations (Qin et al., ECCV 2024, Eq. 5-9), in plain text:
+
+    Eq. 5  conductance of a hidden unit y along a path gamma(alpha) from x' to x:
+               Cond(y) = integral_0^1 dF/dy(gamma(alpha)) * dy(gamma(alpha))/dalpha dalpha
+    Eq. 6  the mask attribute path: pixel i switches from x'_i to x_i at its own time alpha_i,
+               gamma_i(alpha) = x'_i + 1[alpha >= alpha_i] * (x_i - x'_i),
+           with alpha_i a shuffled arrangement of H*W equidistant points in [0, 1]
+    Eq. 7  smoothed so the path is differentiable (sharpness delta):
+               gamma_i(alpha) = x'_i + sigmoid(delta * (alpha - alpha_i)) * (x_i - x'_i)
+    Eq. 8  only the last fraction r of the path is walked: alpha from 1 - r (mask ratio r) to 1
+    Eq. 9  discretised with T steps, summed over the units of a layer l:
+               MAC(l) = sum_t dF/dy_l(x_t) * (y_l(x_t) - y_l(x_{t-1}))
+
+What is executed is what the reference implementation does (RAM_SPEC §3, fixtures README §3.3):
+
+    a_t    = 1 - r + r * t / T                         for t = 0 .. T-1   (alpha = 1 is never reached)
+    m_t[perm[j]] = sigmoid(k * (a_t - j / (H*W)))      for j < ceil(a_t * H * W), else 0
+    x_t    = x' + m_t * (x - x'),   x' = 0 (the mean colour in ImageNet-normalised space)
+    F(y)   = sum_{b,c,i<H-1,j<W-1} sqrt((y[i,j] - y[i+1,j])^2 + (y[i,j] - y[i,j+1])^2)
+    cond_l = sum_{t>=1} dF/do_l(t) * (o_l(t) - o_l(t-1))   elementwise; the gradient is taken at the
+                                                             *current* (right) end of each step
+    score_l = mean(|cond_l|) per image, summed over images; layers are ranked by descending score.
+
+F is not a loss against a ground truth: it is the summed gradient magnitude of the restored image, so
+MAC measures how much each layer contributes to the structure that appears as pixels are revealed.
+
+Implementation: layers are observed with forward hooks (the network is never edited) and the gradients
+of F are taken with ``torch.autograd.grad`` with respect to the hooked outputs only, so no parameter
+gradient is computed or touched. The steps of the path are independent forward passes, so
+``batch_steps=B`` evaluates B of them as one batch: this assumes the network treats batch items
+independently, which holds in eval mode (it would not for BatchNorm in train mode; the model is put in
+eval mode for the analysis and restored afterwards).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ramir.errors import ConfigError
+from ramir.fileio import atomic_path
+from ramir.layers import attributable_layers
+
+__all__ = [
+    "LinearPathConductance",
+    "MaskAttributeConductance",
+    "gradient_magnitude",
+    "gradient_magnitude_objective",
+    "integrated_gradients_scores",
+    "layer_output_bytes",
+    "load_ranking",
+    "mac_scores",
+    "path_alphas",
+    "random_scores",
+    "ranking_from_scores",
+    "save_heatmap",
+    "save_ranking",
+    "soft_mask",
+    "suggest_batch_steps",
+]
+
+RANKING_FORMAT = "ramir-layer-ranking"
+
+# --------------------------------------------------------------------------------------------------
+# The path (Eq. 6-8) and the attributed scalar F: small pure functions
+# --------------------------------------------------------------------------------------------------
+
+
+def path_alphas(steps: int, ratio: float) -> list[float]:
+    """Positions ``a_t = 1 - r + r*t/T`` (t = 0..T-1) on the mask path: mask ratio r up to 1 - r/T."""
+    if steps < 2:
+        raise ValueError(f"MAC needs at least 2 steps (one difference), got {steps}")
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"MAC path ratio must be in (0, 1], got {ratio}")
+    # written exactly as the reference evaluates it (Python floats, left to right)
+    return [1 - ratio + ratio * t / steps for t in range(steps)]
+
+
+def soft_mask(
+    alpha: float, perm: torch.Tensor, h: int, w: int, sharpness: float, *, truncate: bool = True
+) -> torch.Tensor:
+    """The (h, w) float32 soft mask at path position ``alpha`` (1 = pixel shown, 0 = pixel hidden).
+
+    Pixel ``perm[i]`` (row-major index) for ``i < ceil(h*w*alpha)`` gets ``sigmoid(k*(alpha - i/(h*w)))``,
+    computed in float64 and cast to float32; all other pixels are exactly 0 (Eq. 7 with the reference's
+    cut-off). With k = 1e4 the mask is binary except for the last few revealed pixels.
+
+    The cut-off makes the path discontinuous: a pixel enters at sigmoid(0+) >= 0.5, whatever k. With
+    ``truncate=False`` every pixel gets its sigmoid (Eq. 7 as written), a smooth path on which
+    conductance is complete (used by the tests); the reference and MAC use ``truncate=True``.
+    """
+    n = h * w
+    if perm.numel() != n:
+        raise ValueError(f"permutation has {perm.numel()} entries, expected {n} (= {h}x{w})")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    cnt = min(math.ceil(n * alpha), n) if truncate else n
+    i = torch.arange(cnt, dtype=torch.float64)
+    values = 1.0 / (1.0 + torch.exp(-sharpness * (alpha - i / n)))
+    mask = torch.zeros(n, dtype=torch.float64)
+    mask[perm[:cnt].to(torch.long).cpu()] = values
+    return mask.view(h, w).to(torch.float32)
+
+
+def gradient_magnitude(y: torch.Tensor) -> torch.Tensor:
+    """Per-pixel forward-difference gradient magnitude of (B, C, H, W) images, shape (B, C, H-1, W-1).
+
+    Uses ``torch.pow(., 0.5)`` like the reference (``sqrt`` differs by ~1e-7 relative in MAC scores).
+    Where the output is locally flat (both differences exactly 0) the reference's gradient is
+    ``inf * 0 = NaN``, which poisons every score of the image; here it is 0 (a subgradient of the norm).
+    Everywhere else values and gradients are the reference's, bit for bit.
+    """
+    if y.dim() != 4:
+        raise ValueError(f"expected a (B, C, H, W) output, got shape {tuple(y.shape)}")
+    centre = y[:, :, :-1, :-1]
+    down = centre - y[:, :, 1:, :-1]
+    right = centre - y[:, :, :-1, 1:]
+    squared = torch.pow(down, 2) + torch.pow(right, 2)
+    flat = squared == 0
+    return torch.where(flat, 0.0, torch.pow(torch.where(flat, 1.0, squared), 0.5))
+
+
+def gradient_magnitude_objective(y: torch.Tensor) -> torch.Tensor:
+    """F: the summed gradient magnitude of the output (the scalar MAC attributes), a 0-d tensor."""
+    return gradient_magnitude(y).sum()
+
+
+# --------------------------------------------------------------------------------------------------
+# Layer conductance along any discretised path (Eq. 9), shared by MAC and the IG baseline
+# --------------------------------------------------------------------------------------------------
+
+PathInputs = Callable[[range], torch.Tensor]  # point indices -> (len, C, H, W) network inputs
+
+
+@dataclass
+class PathConductance:
+    """Signed elementwise conductance per layer (None if the layer never ran) and F at both ends."""
+
+    cond: dict[str, torch.Tensor | None]
+    f_start: float
+    f_end: float
+
+
+def _first_tensor(output: Any) -> torch.Tensor | None:
+    """The tensor a module produced; for tuple/list outputs the first tensor element."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)):
+        for item in output:
+            if isinstance(item, torch.Tensor):
+                return item
+    return None
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """Look through DistributedDataParallel / DataParallel-style ``.module`` wrappers."""
+    while isinstance(getattr(model, "module", None), nn.Module) and all(
+        n.startswith("module.") for n, _ in model.named_parameters()
+    ):
+        model = model.module
+    return model
+
+
+def _model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
+    for p in model.parameters():
+        return p.dtype, p.device
+    return torch.float32, torch.device("cpu")
+
+
+class _AnalysisMode:
+    """Eval mode and frozen parameters for the duration of an analysis; restores both afterwards."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def __enter__(self) -> None:
+        self.training = [(m, m.training) for m in self.model.modules()]
+        self.requires_grad = [(p, p.requires_grad) for p in self.model.parameters()]
+        self.model.eval()
+        for p, _ in self.requires_grad:
+            p.requires_grad_(False)
+
+    def __exit__(self, *exc: object) -> None:
+        for m, mode in self.training:
+            m.training = mode
+        for p, flag in self.requires_grad:
+            p.requires_grad_(flag)
+
+
+def _split_steps(t: torch.Tensor, n: int, layer: str) -> torch.Tensor:
+    """View a batched layer output as (n, *per-step shape).
+
+    Works for batch-first outputs and for window layouts (nW*B, ...) because windows are ordered
+    batch-major (SwinIR's window partition keeps the batch as the slowest index).
+    """
+    if t.shape[0] % n:
+        raise ValueError(
+            f"layer {layer!r}: output dim 0 ({t.shape[0]}) is not a multiple of the {n} batched steps; "
+            "use batch_steps=1 for this network"
+        )
+    return t.reshape(n, t.shape[0] // n, *t.shape[1:])
+
+
+class _LayerAccumulator:
+    """Running conductance of one layer: ``cond += g(t) * (o(t) - o(t-1))``, holding only o(t-1)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.cond: torch.Tensor | None = None
+        self.previous: torch.Tensor | None = None
+
+    def add(self, outputs: torch.Tensor, grads: torch.Tensor | None, points: range) -> None:
+        """Consume one batch of path points: outputs/grads are the batched tensors of this layer."""
+        n = len(points)
+        outs = _split_steps(outputs, n, self.name)
+        steps_grad = None if grads is None else _split_steps(grads, n, self.name)
+        prev = self.previous
+        for k, t in enumerate(points):
+            if t >= 1 and steps_grad is not None:
+                if prev is None or prev.shape != outs[k].shape:
+                    raise ValueError(f"layer {self.name!r}: output shape changed along the path")
+                # Eq. 9: the gradient at the current point times the change since the previous one
+                contribution = steps_grad[k] * (outs[k] - prev)
+                if self.cond is None:
+                    self.cond = contribution
+                else:
+                    self.cond += contribution
+            prev = outs[k]
+        # keep the last point only (a copy, so the rest of the batch's outputs can be freed)
+        self.previous = prev if n == 1 else prev.clone()
+
+
+def _path_conductance(
+    model: nn.Module,
+    layers: Sequence[str],
+    inputs: PathInputs,
+    n_points: int,
+    batch_steps: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> PathConductance:
+    """Accumulate ``cond_l += dF/do_l(t) * (o_l(t) - o_l(t-1))`` over path points t = 0..n_points-1.
+
+    ``inputs(range)`` returns the network inputs of those points as one batch. Points are processed
+    ``batch_steps`` at a time. Each layer's gradient is consumed by a tensor hook as soon as backward
+    produces it, so neither all gradients nor all outputs of a step are held at once; between batches
+    only the last point's outputs are kept.
+    """
+    if n_points < 2:
+        raise ValueError(f"a path needs at least 2 points, got {n_points}")
+    step_batch = 1 if batch_steps is None else int(batch_steps)
+    if step_batch < 1:
+        raise ValueError(f"batch_steps must be >= 1, got {batch_steps}")
+
+    accumulators = {name: _LayerAccumulator(name) for name in layers}
+    captured: dict[str, torch.Tensor] = {}
+    versions: dict[str, int] = {}
+    calls: dict[str, int] = {}
+    current = {"points": range(0), "backward": False}
+
+    def on_grad(name: str, grad: torch.Tensor) -> None:
+        out = captured.pop(name, None)
+        if out is not None:  # first (and only) gradient of this output in this backward pass
+            accumulators[name].add(out.detach(), grad, current["points"])
+
+    def make_hook(name: str) -> Callable[..., None]:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            calls[name] = calls.get(name, 0) + 1
+            tensor = _first_tensor(output)
+            if tensor is None:
+                return
+            captured[name] = tensor
+            versions[name] = tensor._version
+            if current["backward"] and tensor.requires_grad:
+                tensor.register_hook(lambda grad: on_grad(name, grad))
+
+        return hook
+
+    handles = [model.get_submodule(name).register_forward_hook(make_hook(name)) for name in layers]
+    f_start = f_end = float("nan")
+    try:
+        with torch.enable_grad():
+            for start in range(0, n_points, step_batch):
+                points = range(start, min(start + step_batch, n_points))
+                current.update(points=points, backward=points[-1] >= 1)  # point 0 alone: no gradient
+                captured.clear()
+                versions.clear()
+                calls.clear()
+                x = inputs(points).detach().requires_grad_(True)
+                f_per_step = gradient_magnitude(model(x)).flatten(1).sum(1)
+                if points[0] == 0:
+                    f_start = float(f_per_step[0].detach())
+                if points[-1] == n_points - 1:
+                    f_end = float(f_per_step[-1].detach())
+                _check_outputs(captured, versions, calls)
+                if current["backward"] and f_per_step.requires_grad:
+                    # backward through every layer to the input; the tensor hooks accumulate on the way
+                    torch.autograd.grad(f_per_step.sum(), x, allow_unused=True)
+                # layers F does not depend on (no gradient arrived): no conductance, but keep o(t)
+                for name, out in list(captured.items()):
+                    accumulators[name].add(out.detach(), None, points)
+                captured.clear()
+                if progress is not None:
+                    progress(len(points))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return PathConductance({name: acc.cond for name, acc in accumulators.items()}, f_start, f_end)
+
+
+def _check_outputs(captured: Mapping[str, torch.Tensor], versions: Mapping[str, int],
+                   calls: Mapping[str, int]) -> None:
+    """Each layer must produce one output per forward pass, left unmodified by the network."""
+    for name, count in calls.items():
+        if count > 1:
+            raise ValueError(
+                f"layer {name!r} ran {count} times in one forward pass; "
+                "conductance needs one output per layer"
+            )
+    for name, out in captured.items():
+        if out._version != versions[name]:
+            raise ValueError(
+                f"layer {name!r}: the network modified this layer's output in place after it was produced; "
+                "its conductance cannot be measured (use an out-of-place operation there)"
+            )
+
+
+def _prepare_images(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a tensor, got {type(images).__name__}")
+    if images.dim() == 3:
+        images = images.unsqueeze(0)
+    if images.dim() != 4 or images.shape[0] == 0:
+        raise ValueError(f"images must be (N, C, H, W) with N >= 1, got shape {tuple(images.shape)}")
+    dtype, device = _model_dtype_device(model)
+    return images.detach().to(device=device, dtype=dtype)
+
+
+def _mask_path(
+    x: torch.Tensor, perm: torch.Tensor, alphas: Sequence[float], sharpness: float, truncate: bool = True
+) -> PathInputs:
+    """Points of the mask attribute path from the zero image to ``x`` (1, C, H, W)."""
+    h, w = x.shape[-2:]
+    base = torch.zeros_like(x)
+
+    def inputs(points: range) -> torch.Tensor:
+        masks = torch.stack([soft_mask(alphas[t], perm, h, w, sharpness, truncate=truncate) for t in points])
+        masks = masks.to(device=x.device, dtype=x.dtype).unsqueeze(1)  # same mask on every channel
+        return base + masks * (x - base)
+
+    return inputs
+
+
+def _linear_path(x: torch.Tensor, steps: int) -> PathInputs:
+    """Points ``(t/T) * x`` for t = 0..T of the straight line from the zero image to ``x``."""
+
+    def inputs(points: range) -> torch.Tensor:
+        scale = torch.tensor([t / steps for t in points], dtype=x.dtype, device=x.device)
+        return scale.view(-1, 1, 1, 1) * x
+
+    return inputs
+
+
+def _draw_permutations(
+    images: torch.Tensor,
+    permutations: Sequence[torch.Tensor] | None,
+    generator: torch.Generator | None,
+) -> list[torch.Tensor]:
+    n, _, h, w = images.shape
+    if permutations is None:
+        if generator is None:
+            generator = torch.Generator().manual_seed(0)
+        return [torch.randperm(h * w, generator=generator) for _ in range(n)]
+    perms = [torch.as_tensor(p, dtype=torch.long).flatten().cpu() for p in permutations]
+    if len(perms) != n:
+        raise ValueError(f"{len(perms)} permutations given for {n} images")
+    for p in perms:
+        if p.numel() != h * w or not torch.equal(torch.sort(p).values, torch.arange(h * w)):
+            raise ValueError(f"each permutation must be a permutation of range({h * w})")
+    return perms
+
+
+class _ConductanceBase:
+    """Model + layers fixed at construction, data and integration settings per call (captum style)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Sequence[str] | None = None,
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.model = _unwrap(model)
+        self.layers = list(attributable_layers(self.model) if layers is None else layers)
+        if not self.layers:
+            raise ValueError("the model has no attributable layers (no module owns parameters)")
+        known = dict(self.model.named_modules())
+        unknown = [name for name in self.layers if name not in known]
+        if unknown:
+            raise ValueError(f"unknown layer(s): {', '.join(unknown[:5])}")
+        self.progress = progress
+
+    def _scores(self, paths: Iterable[tuple[PathInputs, int]], batch_steps: int | None) -> dict[str, float]:
+        scores = dict.fromkeys(self.layers, 0.0)
+        with _AnalysisMode(self.model):
+            for inputs, n_points in paths:
+                result = _path_conductance(
+                    self.model, self.layers, inputs, n_points, batch_steps, self.progress
+                )
+                for name, c in result.cond.items():
+                    if c is not None:
+                        scores[name] += float(c.abs().mean())  # mean(|cond|) per image, summed
+        return scores
+
+
+class MaskAttributeConductance(_ConductanceBase):
+    """Mask Attribute Conductance of every layer (Eq. 9) on images, along the mask path.
+
+    ``MaskAttributeConductance(model).attribute(images)`` returns ``{layer: score}`` in layer order;
+    ``layers`` defaults to :func:`ramir.attributable_layers` (the reference's hook list). ``progress``
+    (optional) is called with the number of path points done after every batch.
+    """
+
+    def attribute(
+        self,
+        images: torch.Tensor,
+        *,
+        steps: int = 200,
+        ratio: float = 0.5,
+        sharpness: float = 1e4,
+        permutations: Sequence[torch.Tensor] | None = None,
+        batch_steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, float]:
+        """Scores for ImageNet-normalised images (N, 3, H, W); one pixel order per image.
+
+        ``permutations`` fixes the pixel order of each image ((H*W,) long tensors); otherwise each is
+        drawn with ``torch.randperm`` from ``generator`` (default: seeded with 0).
+        """
+        if not sharpness > 0:
+            raise ValueError(f"sharpness must be > 0, got {sharpness}")
+        images = _prepare_images(self.model, images)
+        alphas = path_alphas(steps, ratio)
+        perms = _draw_permutations(images, permutations, generator)
+        paths = (
+            (_mask_path(images[i : i + 1], perms[i], alphas, sharpness), steps) for i in range(len(perms))
+        )
+        return self._scores(paths, batch_steps)
+
+
+class LinearPathConductance(_ConductanceBase):
+    """Layer conductance along the straight line from the zero image (the paper's IG baseline, Table 5).
+
+    ``steps`` = T differences: points ``(t/T) x`` for t = 0..T, so the path reaches the whole image.
+    """
+
+    def attribute(
+        self, images: torch.Tensor, *, steps: int = 200, batch_steps: int | None = None
+    ) -> dict[str, float]:
+        if steps < 1:
+            raise ValueError(f"integrated gradients needs at least 1 step, got {steps}")
+        images = _prepare_images(self.model, images)
+        paths = ((_linear_path(images[i : i + 1], steps), steps + 1) for i in range(images.shape[0]))
+        return self._scores(paths, batch_steps)
+
+
+def layer_output_bytes(model: nn.Module, image: torch.Tensor, layers: Sequence[str] | None = None) -> int:
+    """Bytes of all layer outputs for one (1, C, H, W) input: what MAC holds per point and per layer."""
+    analysis = _ConductanceBase(model, layers)
+    x = _prepare_images(analysis.model, image)[:1]
+    total = 0
+
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        nonlocal total
+        tensor = _first_tensor(output)
+        if tensor is not None:
+            total += tensor.numel() * tensor.element_size()
+
+    handles = [analysis.model.get_submodule(name).register_forward_hook(hook) for name in analysis.layers]
+    try:
+        with _AnalysisMode(analysis.model), torch.no_grad():
+            analysis.model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
+
+
+def suggest_batch_steps(model: nn.Module, image: torch.Tensor, memory_bytes: int, *, limit: int = 16) -> int:
+    """A ``batch_steps`` whose peak memory should stay within ``memory_bytes`` (at least 1, at most limit).
+
+    With S the bytes of all layer outputs of one point (:func:`layer_output_bytes`), MAC holds about
+    2 S for the whole run (the running conductance and the previous point's outputs) plus about 2.6 S
+    per batched point (the autograd graph and the captured outputs) -- measured on RAM-SwinIR, CPU.
+    """
+    per_point = layer_output_bytes(model, image)
+    if per_point == 0:
+        return limit
+    return max(1, min(limit, int((memory_bytes - 2 * per_point) / (2.6 * per_point))))
+
+
+def mac_scores(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    steps: int = 200,
+    ratio: float = 0.5,
+    sharpness: float = 1e4,
+    permutations: Sequence[torch.Tensor] | None = None,
+    batch_steps: int | None = None,
+    generator: torch.Generator | None = None,
+) -> dict[str, float]:
+    """MAC score of every attributable layer, summed over the (normalised) images; see the module doc."""
+    return MaskAttributeConductance(model).attribute(
+        images,
+        steps=steps,
+        ratio=ratio,
+        sharpness=sharpness,
+        permutations=permutations,
+        batch_steps=batch_steps,
+        generator=generator,
+    )
+
+
+def integrated_gradients_scores(
+    model: nn.Module, images: torch.Tensor, *, steps: int = 200, batch_steps: int | None = None
+) -> dict[str, float]:
+    """Baseline: the same per-layer conductance score along the linear path ``x_t = (t/T) x``."""
+    return LinearPathConductance(model).attribute(images, steps=steps, batch_steps=batch_steps)
+
+
+def random_scores(model: nn.Module, seed: int = 0) -> dict[str, float]:
+    """Baseline: uniform random scores, i.e. a random ranking of the attributable layers."""
+    layers = attributable_layers(_unwrap(model))
+    values = torch.rand(len(layers), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return {name: float(v) for name, v in zip(layers, values, strict=True)}
+
+
+def _signed_conductance_sums(
+    model: nn.Module,
+    image: torch.Tensor,
+    *,
+    path: str = "mask",
+    steps: int = 200,
+    ratio: float = 0.5,
+    sharpness: float = 1e4,
+    perm: torch.Tensor | None = None,
+    batch_steps: int | None = None,
+    layers: Sequence[str] | None = None,
+    truncate: bool = True,
+) -> tuple[dict[str, float], float, float]:
+    """Completeness check: per layer the conductance summed over all units (signed), and F at both ends.
+
+    For a layer that cuts the network the sum approaches ``F(x_end) - F(x_start)`` as a *continuous*
+    path is refined: the linear path, or the mask path with ``truncate=False`` (see :func:`soft_mask`).
+    """
+    analysis = _ConductanceBase(model, layers)
+    x = _prepare_images(analysis.model, image)[:1]
+    if path == "mask":
+        if perm is None:
+            perm = torch.randperm(x.shape[-2] * x.shape[-1], generator=torch.Generator().manual_seed(0))
+        inputs, n_points = _mask_path(x, perm, path_alphas(steps, ratio), sharpness, truncate), steps
+    elif path == "linear":
+        inputs, n_points = _linear_path(x, steps), steps + 1
+    else:
+        raise ValueError(f"unknown path {path!r}; use 'mask' or 'linear'")
+    with _AnalysisMode(analysis.model):
+        result = _path_conductance(analysis.model, analysis.layers, inputs, n_points, batch_steps)
+    sums = {name: 0.0 if c is None else float(c.double().sum()) for name, c in result.cond.items()}
+    return sums, result.f_start, result.f_end
+
+
+# --------------------------------------------------------------------------------------------------
+# Rankings: scores -> ordered layer names, saved with everything needed to reproduce them
+# --------------------------------------------------------------------------------------------------
+
+
+def ranking_from_scores(scores: Mapping[str, float]) -> list[str]:
+    """Layer names by descending score; ties keep the layer order of ``scores`` (stable)."""
+    bad = [name for name, s in scores.items() if not math.isfinite(s)]
+    if bad:
+        raise ValueError(f"non-finite score for layer(s): {', '.join(bad[:5])}")
+    names = list(scores)
+    order = sorted(range(len(names)), key=lambda i: -scores[names[i]])
+    return [names[i] for i in order]
+
+
+def save_ranking(
+    path: str | Path,
+    scores: Mapping[str, float],
+    model: nn.Module,
+    settings: Mapping[str, Any],
+    images_info: list | None = None,
+) -> None:
+    """Write the ranking as JSON (atomically): ranked names, and per layer its class, score and rank.
+
+    ``settings`` records how the scores were made (method, steps, ratio, sharpness, images, seed, ...).
+    """
+    from ramir import __version__
+    from ramir.archs import network_spec
+
+    net = _unwrap(model)
+    ranking = ranking_from_scores(scores)
+    rank_of = {name: r for r, name in enumerate(ranking, start=1)}
+    modules = dict(net.named_modules())
+    layers = [
+        {
+            "index": i,
+            "name": name,
+            "class": type(modules[name]).__name__ if name in modules else None,
+            "score": float(score),
+            "rank": rank_of[name],
+        }
+        for i, (name, score) in enumerate(scores.items())
+    ]
+    spec = network_spec(model)
+    document = {
+        "format": RANKING_FORMAT,
+        "ramir_version": __version__,
+        "network": spec.to_dict() if spec is not None else None,
+        "settings": dict(settings),
+        "images": images_info,
+        "ranking": ranking,
+        "layers": layers,
+    }
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(document, indent=1) + "\n")
+
+
+def load_ranking(path: str | Path) -> list[str]:
+    """Layer names, most important first, from :func:`save_ranking` JSON or a one-name-per-line file
+    (the reference's ``filter_name.txt``)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"ranking file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read ranking {path}: {exc}") from None
+    if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"ranking {path} is not valid JSON: {exc}") from None
+        ranking = document.get("ranking") if isinstance(document, dict) else None
+        if not isinstance(ranking, list) or not all(isinstance(n, str) for n in ranking):
+            raise ConfigError(f"{path} is not a ramir layer ranking (no 'ranking' list of names)")
+    else:
+        ranking = [line.strip() for line in text.splitlines() if line.strip()]
+    if not ranking:
+        raise ConfigError(f"ranking {path} is empty")
+    if len(set(ranking)) != len(ranking):
+        raise ConfigError(f"ranking {path} lists a layer more than once")
+    return ranking
+
+
+# --------------------------------------------------------------------------------------------------
+# Heat map (like the paper's supplementary Fig. 4): rows = blocks, columns = kind of layer
+# --------------------------------------------------------------------------------------------------
+
+_VIRIDIS = np.array(
+    [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float64
+)
+
+
+def _colour(v: float) -> tuple[int, int, int]:
+    """A viridis-like colour for v in [0, 1] (linear interpolation between five anchors)."""
+    pos = min(max(v, 0.0), 1.0) * (len(_VIRIDIS) - 1)
+    i = min(int(pos), len(_VIRIDIS) - 2)
+    c = _VIRIDIS[i] + (pos - i) * (_VIRIDIS[i + 1] - _VIRIDIS[i])
+    return (round(c[0]), round(c[1]), round(c[2]))
+
+
+def _block_and_kind(name: str, shared_roots: set[str] = frozenset()) -> tuple[str, str]:
+    """Split a layer name into a block (a row of the heat map) and a kind of layer (a column).
+
+    At the last numeric component that is not the last component:
+    ``layers.0.residual_group.blocks.1.attn.qkv`` -> (``layers.0.residual_group.blocks.1``, ``attn.qkv``).
+    Otherwise at the first component if other layers share it (``noise_level3.attn.qkv`` ->
+    (``noise_level3``, ``attn.qkv``); ``prompt1`` -> (``prompt1``, "")). Anything else (``conv_first``,
+    ``down1_2.body.0``) is a row of its own with kind "".
+    """
+    parts = name.split(".")
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i].isdigit():
+            return ".".join(parts[: i + 1]), ".".join(parts[i + 1 :])
+    if parts[0] in shared_roots:
+        return parts[0], ".".join(parts[1:])
+    return name, ""
+
+
+def heatmap_grid(scores: Mapping[str, float]) -> tuple[list[str], list[str], np.ndarray]:
+    """Rows (blocks, network order), columns (layer kinds, first-seen order; "" = the row's own layer)
+    and a matrix of scores (NaN where a block has no layer of that kind)."""
+    roots: dict[str, int] = {}
+    for name in scores:
+        if _block_and_kind(name)[1] == "":
+            root = name.split(".")[0]
+            roots[root] = roots.get(root, 0) + 1
+    shared = {root for root, count in roots.items() if count > 1}
+    rows: list[str] = []
+    cols: list[str] = []
+    cells: dict[tuple[str, str], float] = {}
+    for name, score in scores.items():
+        block, kind = _block_and_kind(name, shared)
+        if block not in rows:
+            rows.append(block)
+        if kind not in cols:
+            cols.append(kind)
+        cells[(block, kind)] = float(score)
+    if "" in cols:  # single layers first
+        cols.remove("")
+        cols.insert(0, "")
+    grid = np.full((len(rows), len(cols)), np.nan)
+    for (block, kind), score in cells.items():
+        grid[rows.index(block), cols.index(kind)] = score
+    return rows, cols, grid
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: fixed bitmap font
+        return ImageFont.load_default()
+
+
+def save_heatmap(path: str | Path, scores: Mapping[str, float], model: nn.Module | None = None) -> None:
+    """Draw the scores as a PNG grid (rows = blocks, columns = layer kind, colour = normalised log10 score).
+
+    Zero scores are dark grey, absent cells light grey. ``model`` (optional) names the network in the title.
+    """
+    from PIL import Image, ImageDraw
+
+    if not scores:
+        raise ValueError("no scores to draw")
+    rows, cols, grid = heatmap_grid(scores)
+    positive = grid[np.isfinite(grid) & (grid > 0)]
+    lo, hi = (np.log10(positive.min()), np.log10(positive.max())) if positive.size else (0.0, 1.0)
+    span = hi - lo if hi > lo else 1.0
+
+    font, small = _font(12), _font(10)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+    def text_size(text: str, f) -> tuple[int, int]:
+        box = measure.textbbox((0, 0), text, font=f)
+        return box[2] - box[0], box[3] - box[1]
+
+    cell, pad = 16, 8
+    col_labels = [c or "(layer)" for c in cols]
+    row_w = max(text_size(r, small)[0] for r in rows) + 2 * pad
+    col_h = max(text_size(c, small)[0] for c in col_labels) + 2 * pad
+    title = "MAC layer importance (log10 score, normalised)"
+    spec_name = None
+    if model is not None:
+        from ramir.archs import network_spec
+
+        spec = network_spec(model)
+        spec_name = spec.arch if spec is not None else type(_unwrap(model)).__name__
+    if spec_name:
+        title = f"{spec_name}: {title}"
+    title_h = text_size(title, font)[1] + 2 * pad
+    bar_h = 3 * cell + 2 * pad
+    width = max(row_w + len(cols) * cell + pad, text_size(title, font)[0] + 2 * pad, 260)
+    height = title_h + col_h + len(rows) * cell + bar_h
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((pad, pad), title, fill="black", font=font)
+
+    # column labels, rotated so long kind names fit above narrow cells
+    top = title_h + col_h
+    for j, label in enumerate(col_labels):
+        tw, th = text_size(label, small)
+        strip = Image.new("RGB", (tw + 4, th + 6), "white")
+        ImageDraw.Draw(strip).text((2, 0), label, fill="black", font=small)
+        strip = strip.rotate(90, expand=True)
+        image.paste(strip, (row_w + j * cell + (cell - strip.width) // 2, top - pad // 2 - strip.height))
+
+    for i, block in enumerate(rows):
+        y = top + i * cell
+        tw, th = text_size(block, small)
+        draw.text((row_w - pad - tw, y + (cell - th) // 2 - 1), block, fill="black", font=small)
+        for j in range(len(cols)):
+            v = grid[i, j]
+            if np.isnan(v):
+                colour: tuple[int, int, int] = (235, 235, 235)
+            elif v <= 0:
+                colour = (60, 60, 60)
+            else:
+                colour = _colour((math.log10(v) - lo) / span)
+            x = row_w + j * cell
+            draw.rectangle((x, y, x + cell - 2, y + cell - 2), fill=colour)
+
+    # colour bar with its end values
+    y0 = top + len(rows) * cell + pad
+    bar_w = max(min(width - 2 * pad - 120, 300), 60)
+    for k in range(bar_w):
+        draw.line((pad + 60 + k, y0, pad + 60 + k, y0 + cell), fill=_colour(k / (bar_w - 1)))
+    draw.text((pad, y0 + 2), f"{10 ** lo:.2g}", fill="black", font=small)
+    draw.text((pad + 60 + bar_w + 6, y0 + 2), f"{10 ** hi:.2g}", fill="black", font=small)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")

@@ -1,0 +1,119 @@
+"""The two stages of RAM as objects the one :class:`~ramir.training.engine.Trainer` runs.
+
+A stage decides which parameters train (``prepare``, applied to the bare network before any DDP
+wrapper) and what the network sees and is scored on (``loss``). Both work in ImageNet-normalised
+space, as the reference does: images arrive in [0, 1] and are normalised here.
+
+* :class:`PretrainStage` (RAM_SPEC §2): a fresh pixel mask every step, masked pixels set to 0 (the mean
+  colour), L1 counted on the masked pixels only.
+* :class:`FinetuneStage` (RAM_SPEC §4): whole images, plain L1, only the MAC-selected layers trainable.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ramir.errors import ConfigError
+from ramir.imagespace import normalize
+from ramir.masking import apply_mask, batch_masks, masked_l1_loss
+from ramir.training.sampling import derive_seed
+
+
+class Stage(Protocol):
+    name: str
+
+    def prepare(self, model: nn.Module) -> list[str]:
+        """Set ``requires_grad``; return the names of the trainable parameters."""
+        ...
+
+    def loss(self, net: nn.Module, lq: torch.Tensor, gt: torch.Tensor, step: int, rank: int, world: int
+             ) -> torch.Tensor:
+        """The training loss of one local batch ([0, 1] images) at optimisation ``step``."""
+        ...
+
+    def metadata(self) -> dict:
+        """What goes into the checkpoint's metadata to describe this stage."""
+        ...
+
+
+class PretrainStage:
+    """Masked image modelling on paired data.
+
+    The mask of step ``t`` is drawn from a generator seeded by (seed, t), so it is the same on every
+    rank and after a resume. Masks are drawn for the *global* batch and each rank takes its samples'
+    masks (``DistributedSampler`` interleaves samples across ranks), so N processes see exactly what
+    one process with the global batch would see.
+    """
+
+    name = "pretrain"
+
+    def __init__(self, ratio: float = 0.5, patch: int = 1, per_sample: bool = False, seed: int = 0) -> None:
+        self.ratio, self.patch, self.per_sample, self.seed = ratio, patch, per_sample, seed
+
+    def prepare(self, model: nn.Module) -> list[str]:
+        return [n for n, p in model.named_parameters() if p.requires_grad]
+
+    def masks(self, batch: int, height: int, width: int, step: int, rank: int = 0, world: int = 1
+              ) -> torch.Tensor:
+        """(batch, 1, H, W) masks of this rank's samples at ``step`` (1 = masked)."""
+        g = torch.Generator().manual_seed(derive_seed(self.seed, "mask", step))
+        every = batch_masks(batch * world, height, width, self.ratio, self.patch, self.per_sample, g)
+        return every[rank::world]
+
+    def loss(self, net: nn.Module, lq: torch.Tensor, gt: torch.Tensor, step: int, rank: int = 0,
+             world: int = 1) -> torch.Tensor:
+        b, _, h, w = lq.shape
+        m = self.masks(b, h, w, step, rank, world).to(device=lq.device, dtype=lq.dtype)
+        pred = net(apply_mask(normalize(lq), m))
+        return masked_l1_loss(pred.float(), normalize(gt).float(), m)
+
+    def metadata(self) -> dict:
+        return {"mask_ratio": self.ratio, "mask_patch": self.patch, "mask_per_sample": self.per_sample}
+
+
+class FinetuneStage:
+    """Fine-tune the selected layers on whole degraded images; everything else stays frozen."""
+
+    name = "finetune"
+
+    def __init__(self, layers: list[str]) -> None:
+        if not layers:
+            raise ConfigError("fine-tuning needs at least one selected layer")
+        self.layers = list(layers)
+
+    def prepare(self, model: nn.Module) -> list[str]:
+        from ramir.layers import attributable_layers
+        from ramir.selection import freeze_except
+
+        known = set(attributable_layers(model))
+        unknown = [name for name in self.layers if name not in known]
+        if unknown:
+            raise ConfigError(
+                f"{len(unknown)} selected layers are not in this network (e.g. {unknown[0]!r}): "
+                "the ranking was computed on a different network"
+            )
+        trainable = freeze_except(model, self.layers)
+        if not trainable:
+            raise ConfigError("the selected layers own no parameters; nothing to fine-tune")
+        return list(trainable)
+
+    def loss(self, net: nn.Module, lq: torch.Tensor, gt: torch.Tensor, step: int, rank: int = 0,
+             world: int = 1) -> torch.Tensor:
+        pred = net(normalize(lq))
+        return F.l1_loss(pred.float(), normalize(gt).float())
+
+    def metadata(self) -> dict:
+        return {"finetuned_layers": self.layers}
+
+
+def finetune_layers(model: nn.Module, ranking_path: str, ratio: float, by: str = "count") -> list[str]:
+    """The layers to tune: the top ``ratio`` of the MAC ranking in ``ranking_path`` (RAM_SPEC §4)."""
+    from ramir.mac import load_ranking
+    from ramir.selection import select_layers
+
+    ranking = load_ranking(ranking_path)
+    return list(select_layers(ranking, ratio, by=by, model=model))

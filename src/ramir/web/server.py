@@ -1,0 +1,318 @@
+"""A local web page for restoring one image at a time, on the standard library's HTTP server.
+
+No web framework: ``ThreadingHTTPServer`` serves the static page and one JSON/PNG endpoint. The model is
+loaded once; a lock serialises inference (one network, one set of buffers), while uploads, decoding and
+encoding run in parallel threads.
+
+Routes:
+    GET  /              the page (static/index.html)
+    GET  /static/NAME   its script and style sheet
+    GET  /api/info      {"model": ..., "max_upload_bytes": ..., "max_pixels": ...}
+    POST /api/restore   body: multipart/form-data with a file field, or the raw image bytes with an
+                        ``image/*`` content type. Answers ``image/png`` (same size as the input), or a
+                        JSON ``{"error": "..."}`` with 400 (not an image), 411, 413 (too large) or 500.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import mimetypes
+import threading
+import time
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ramir.errors import RamirError
+from ramir.imageio import LoadedImage
+
+STATIC_DIR = Path(__file__).parent / "static"
+DEFAULT_MAX_UPLOAD_MB = 20.0
+DEFAULT_MAX_PIXELS = 4096 * 4096
+# An over-size body is read and discarded up to this many bytes so the client receives the 413 instead
+# of a connection reset; anything larger is cut off.
+_DRAIN_LIMIT = 256 * 1024 * 1024
+
+
+class SupportsRestore(Protocol):
+    def restore(self, image: np.ndarray) -> np.ndarray: ...
+
+
+class UploadError(Exception):
+    """A request the page should explain to the user: carries the HTTP status."""
+
+    def __init__(self, status: HTTPStatus, message: str, *, close: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.close = close  # the body was not (fully) read: the connection cannot be reused
+
+
+@dataclass
+class RestoreService:
+    """Everything a request needs: the restorer, its lock and the limits."""
+
+    restorer: SupportsRestore
+    model_name: str = "model"
+    max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1024 * 1024)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def restore_png(self, data: bytes) -> bytes:
+        """Encoded image bytes in, restored PNG bytes out: same size, and the upload's alpha, grey mode
+        and ICC profile kept, as ``ramir restore`` keeps them (:mod:`ramir.imageio`)."""
+        loaded = decode_upload(data, self.max_pixels)
+        with self.lock:
+            out = self.restorer.restore(loaded.rgb)
+        out = np.asarray(out)
+        if out.shape != loaded.rgb.shape:
+            raise RuntimeError(f"restorer returned shape {out.shape} for input {loaded.rgb.shape}")
+        return encode_png(out, loaded)
+
+
+def decode_upload(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Encoded bytes -> :class:`ramir.imageio.LoadedImage` (float32 RGB in [0, 1] plus what is needed to
+    write it back); :class:`UploadError` (400) for anything that is not a decodable image."""
+    from PIL import Image, UnidentifiedImageError
+
+    from ramir.imageio import from_pil
+
+    if not data:
+        raise UploadError(HTTPStatus.BAD_REQUEST, "the upload is empty: choose an image file")
+    hint = "upload a PNG, JPEG, BMP, TIFF or WebP file"
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise UploadError(
+                    HTTPStatus.BAD_REQUEST, f"image is {w}x{h} pixels; the limit is {max_pixels:,} pixels"
+                )
+            im.load()
+            return from_pil(im)
+    except UploadError:
+        raise
+    except UnidentifiedImageError:
+        raise UploadError(HTTPStatus.BAD_REQUEST, f"not a readable image: {hint}") from None
+    except Image.DecompressionBombError:
+        raise UploadError(HTTPStatus.BAD_REQUEST, f"too many pixels; the limit is {max_pixels:,}") from None
+    except (OSError, ValueError, SyntaxError, EOFError, RamirError) as exc:
+        raise UploadError(HTTPStatus.BAD_REQUEST, f"cannot decode the image ({exc}): {hint}") from None
+
+
+def encode_png(image01: np.ndarray, like: LoadedImage | None = None) -> bytes:
+    """Restored float [0, 1] RGB HWC -> PNG bytes, in ``like``'s mode (alpha, grey) when given."""
+    from PIL import Image
+
+    from ramir.imageio import to_pil
+
+    if like is None:
+        u8 = np.clip(np.rint(np.asarray(image01, dtype=np.float32) * np.float32(255)), 0, 255).astype(
+            np.uint8
+        )
+        im = Image.fromarray(u8, mode="RGB")
+    else:
+        im = to_pil(image01, like)
+        if im.mode not in ("RGB", "RGBA", "L", "LA", "1", "I;16"):
+            im = im.convert("RGBA" if like.alpha is not None else "RGB")  # e.g. CMYK: not a PNG mode
+    buf = io.BytesIO()
+    icc = like.icc_profile if like is not None else None
+    im.save(buf, format="PNG", **({"icc_profile": icc} if icc else {}))
+    return buf.getvalue()
+
+
+def _header_params(value: str) -> tuple[str, dict[str, str]]:
+    """'form-data; name="image"; filename="a.png"' -> ('form-data', {'name': 'image', ...})."""
+    main, *rest = value.split(";")
+    params = {}
+    for item in rest:
+        key, sep, val = item.strip().partition("=")
+        if sep:
+            val = val.strip()
+            if len(val) >= 2 and val[0] == val[-1] == '"':
+                val = val[1:-1].replace('\\"', '"')
+            params[key.strip().lower()] = val
+    return main.strip().lower(), params
+
+
+def parse_multipart(body: bytes, content_type: str) -> dict[str, tuple[str | None, bytes]]:
+    """Split a multipart/form-data body into ``{field name: (filename or None, bytes)}``.
+
+    A small replacement for the ``cgi`` module (removed in Python 3.13): parts are separated by
+    ``--boundary`` lines; each has headers, a blank line and content ending just before CRLF--boundary.
+    """
+    kind, params = _header_params(content_type)
+    boundary = params.get("boundary")
+    if kind != "multipart/form-data" or not boundary:
+        raise UploadError(HTTPStatus.BAD_REQUEST, "expected multipart/form-data with a boundary")
+    delimiter = b"--" + boundary.encode("latin-1")
+    # every delimiter line is preceded by CRLF except possibly the first: prepend one to make it uniform
+    parts = (b"\r\n" + body).split(b"\r\n" + delimiter)
+    if len(parts) < 2:
+        raise UploadError(HTTPStatus.BAD_REQUEST, "malformed multipart body: boundary not found")
+    fields: dict[str, tuple[str | None, bytes]] = {}
+    for chunk in parts[1:]:  # parts[0] is the preamble
+        if chunk.startswith(b"--"):
+            break  # the closing delimiter
+        line_end = chunk.find(b"\r\n")  # skip transport padding after the delimiter
+        if line_end < 0:
+            continue
+        chunk = chunk[line_end + 2 :]
+        head, sep, content = chunk.partition(b"\r\n\r\n")
+        if not sep:
+            continue
+        headers = {}
+        for line in head.decode("utf-8", "replace").split("\r\n"):
+            name, colon, value = line.partition(":")
+            if colon:
+                headers[name.strip().lower()] = value.strip()
+        disposition, dparams = _header_params(headers.get("content-disposition", ""))
+        if disposition != "form-data" or "name" not in dparams:
+            continue
+        fields[dparams["name"]] = (dparams.get("filename"), content)
+    return fields
+
+
+def _json(data: dict[str, Any]) -> bytes:
+    return json.dumps(data).encode("utf-8")
+
+
+def create_app(
+    restorer: SupportsRestore | RestoreService, **service_kwargs: Any
+) -> type[BaseHTTPRequestHandler]:
+    """A request-handler class bound to ``restorer`` (wrapped in a :class:`RestoreService`)."""
+    service = restorer if isinstance(restorer, RestoreService) else RestoreService(restorer, **service_kwargs)
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "ramir"
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            if getattr(self.server, "verbose", False):
+                super().log_message(format, *args)
+
+        # --- responses -------------------------------------------------------------------------------
+        def _send(
+            self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None
+        ) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            for key, value in (extra or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def _error(self, status: int, message: str) -> None:
+            self._send(status, _json({"error": message}), "application/json")
+
+        # --- GET ------------------------------------------------------------------------------------
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path in ("/", "/index.html"):
+                return self._static("index.html")
+            if path.startswith("/static/"):
+                return self._static(path[len("/static/") :])
+            if path == "/api/info":
+                info = {
+                    "model": service.model_name,
+                    "max_upload_bytes": service.max_upload_bytes,
+                    "max_pixels": service.max_pixels,
+                }
+                return self._send(HTTPStatus.OK, _json(info), "application/json")
+            self._error(HTTPStatus.NOT_FOUND, f"no such page: {path}")
+
+        do_HEAD = do_GET
+
+        def _static(self, name: str) -> None:
+            # only plain file names inside static/: no traversal
+            if "/" in name or "\\" in name or name.startswith(".") or not (STATIC_DIR / name).is_file():
+                return self._error(HTTPStatus.NOT_FOUND, f"no such file: {name}")
+            ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+            if ctype.startswith("text/") or ctype == "application/javascript":
+                ctype += "; charset=utf-8"
+            self._send(HTTPStatus.OK, (STATIC_DIR / name).read_bytes(), ctype)
+
+        # --- POST -----------------------------------------------------------------------------------
+        def do_POST(self) -> None:
+            if self.path.split("?", 1)[0] != "/api/restore":
+                return self._error(HTTPStatus.NOT_FOUND, f"no such endpoint: {self.path}")
+            try:
+                data = self._read_upload()
+                started = time.perf_counter()
+                png = service.restore_png(data)
+                elapsed = time.perf_counter() - started
+            except RamirError as exc:  # e.g. an image smaller than the network's window
+                return self._error(HTTPStatus.BAD_REQUEST, str(exc))
+            except UploadError as exc:
+                self.close_connection = self.close_connection or exc.close
+                return self._error(exc.status, exc.message)
+            except Exception as exc:  # a failure of the model: tell the page, keep serving
+                self.log_error("restore failed: %r", exc)
+                return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"restoration failed: {exc}")
+            self._send(HTTPStatus.OK, png, "image/png", {"X-Restore-Seconds": f"{elapsed:.3f}"})
+
+        def _read_upload(self) -> bytes:
+            length_header = self.headers.get("Content-Length")
+            if length_header is None:
+                raise UploadError(
+                    HTTPStatus.LENGTH_REQUIRED, "the upload needs a Content-Length header", close=True
+                )
+            try:
+                length = int(length_header)
+            except ValueError:
+                length = -1
+            if length < 0:
+                raise UploadError(HTTPStatus.BAD_REQUEST, "invalid Content-Length header", close=True)
+            limit = service.max_upload_bytes
+            if length > limit:
+                self._drain(length)
+                raise UploadError(
+                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                    f"upload is {length / 2**20:.1f} MB; the limit is {limit / 2**20:.1f} MB",
+                    close=True,
+                )
+            body = self.rfile.read(length)
+            if len(body) != length:
+                raise UploadError(HTTPStatus.BAD_REQUEST, "the upload was cut off", close=True)
+            content_type = self.headers.get("Content-Type", "")
+            if content_type.lower().startswith("multipart/"):
+                fields = parse_multipart(body, content_type)
+                files = [content for filename, content in fields.values() if filename is not None]
+                if not files:
+                    raise UploadError(HTTPStatus.BAD_REQUEST, "the form holds no file: choose an image")
+                return files[0]
+            return body
+
+        def _drain(self, length: int) -> None:
+            remaining = min(length, _DRAIN_LIMIT)
+            while remaining > 0:
+                chunk = self.rfile.read(min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+
+    Handler.service = service  # type: ignore[attr-defined]
+    return Handler
+
+
+def make_server(
+    restorer: SupportsRestore | RestoreService,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    *,
+    verbose: bool = False,
+    **service_kwargs: Any,
+) -> ThreadingHTTPServer:
+    """A ready (not yet serving) HTTP server; port 0 picks a free port (see ``server.server_address``)."""
+    server = ThreadingHTTPServer((host, port), create_app(restorer, **service_kwargs))
+    server.daemon_threads = True
+    server.verbose = verbose  # type: ignore[attr-defined]
+    return server

@@ -1,0 +1,46 @@
+"""Shared test helpers: fixture loading and the deterministic weight rule of the reference fixtures."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+torch.set_num_threads(int(os.environ.get("RAMIR_TEST_THREADS", "2")))
+
+
+def load_json(name: str) -> dict:
+    return json.loads((FIXTURES / name).read_text())
+
+
+def load_tensors(name: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(FIXTURES / name))
+
+
+def apply_weight_rule(model: torch.nn.Module) -> None:
+    """Fill every parameter with 0.1*sin(0.7*arange(n) + crc32(name) % 997) (fixtures README §1)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            n = p.numel()
+            c = zlib.crc32(name.encode("utf-8")) % 997
+            v = 0.1 * np.sin(0.7 * np.arange(n, dtype=np.float64) + c)
+            p.copy_(torch.from_numpy(v.astype(np.float32).reshape(p.shape)))
+
+
+@pytest.fixture(scope="session")
+def forward_inputs() -> dict[str, torch.Tensor]:
+    return load_tensors("forward_inputs.safetensors")
+
+
+def rel_close(a: float, b: float, rtol: float) -> bool:
+    return math.isclose(a, b, rel_tol=rtol, abs_tol=1e-12)

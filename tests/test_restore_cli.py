@@ -1,0 +1,224 @@
+"""``ramir restore``: formats in = formats out, one line per bad file, names that never clobber anything."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import ramir
+from ramir.cli import main
+from ramir.errors import ImageError
+from ramir.inference import NO_DEFAULT_MODEL, default_weights
+
+RNG = np.random.default_rng(7)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> str:
+    """A tiny RAM-SwinIR checkpoint file (window 8)."""
+    from ramir.checkpoints import save_checkpoint
+
+    torch.manual_seed(0)
+    net = ramir.create_model("ram-swinir-small", embed_dim=12, depths=[1], num_heads=[2])
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_checkpoint(path, net)
+    return str(path)
+
+
+def _img(path: Path, mode: str = "RGB", size=(41, 27), **save) -> Path:
+    w, h = size
+    if mode == "I;16":
+        im = Image.fromarray(RNG.integers(0, 65536, (h, w), dtype=np.uint16))
+    else:
+        im = Image.fromarray(RNG.integers(0, 256, (h, w, 4), dtype=np.uint8), "RGBA")
+        im = im.convert("RGB").quantize(64) if mode == "P" else im.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path, **save)
+    return path
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(["restore", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _ramir_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("ramir: ") and "note:" not in line]
+
+
+# ---------------------------------------------------------------------------------------------- formats
+def test_formats_modes_and_structure_are_kept(tmp_path, capsys, model, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    src = tmp_path / "in"
+    files = {
+        "a.png": _img(src / "a.png"),
+        "b.jpg": _img(src / "b.jpg", quality=90),
+        "c.tif": _img(src / "c.tif", "RGBA"),
+        "d.webp": _img(src / "d.webp", lossless=True),
+        "e.bmp": _img(src / "e.bmp", "L"),
+        "deep/f.png": _img(src / "deep" / "f.png", "LA", size=(33, 17)),
+        "deep/g.png": _img(src / "deep" / "g.png", "I;16"),
+        "deep/h.png": _img(src / "deep" / "h.png", "P"),
+    }
+    code, out, err = _run(capsys, "in", "-r", "--model", model, "--tile", "16", "--overlap", "8")
+    assert code == 0, err
+    assert "restored/" in err  # the default output folder is announced
+    assert "restored 8, skipped 0, failed 0" in out
+    for rel, path in files.items():
+        res = tmp_path / "restored" / rel
+        assert res.is_file(), rel
+        before, after = Image.open(path), Image.open(res)
+        assert after.format == before.format and after.size == before.size
+        assert after.mode == ("RGB" if before.mode == "P" else before.mode)
+        if "A" in before.mode:
+            assert np.array_equal(np.asarray(after)[..., -1], np.asarray(before)[..., -1])
+        assert not np.array_equal(np.asarray(after), np.asarray(before.convert(after.mode)))  # it did restore
+    assert "palette" in err  # the P -> RGB conversion is said
+
+
+def test_compare_writes_side_by_side(tmp_path, capsys, model):
+    _img(tmp_path / "x.jpg", size=(40, 24))
+    code, _, err = _run(capsys, str(tmp_path / "x.jpg"), "-o", str(tmp_path / "out"), "--model", model,
+                        "--compare", "--precision", "bf16")
+    assert code == 0, err
+    comp = Image.open(tmp_path / "out" / "x_compare.png")
+    assert comp.format == "PNG" and comp.size == (2 * 40 + 4, 24)
+    assert Image.open(tmp_path / "out" / "x.jpg").format == "JPEG"
+
+
+# ------------------------------------------------------------------------------------------- bad inputs
+def test_every_bad_input_is_one_line_and_the_rest_still_runs(tmp_path, capsys, model, monkeypatch):
+    d = tmp_path / "in"
+    good = [_img(d / "good1.png"), _img(d / "good2.jpg")]
+    corrupt = bytearray(_img(d / "corrupt.png").read_bytes())
+    corrupt[40:80] = bytes(40)
+    (d / "corrupt.png").write_bytes(bytes(corrupt))
+    locked = _img(d / "locked.png")
+    import builtins
+
+    import ramir.imageio
+
+    def guarded_open(file, *args, **kwargs):  # the kernel's refusal, also when the tests run as root
+        if Path(file) == locked:
+            raise PermissionError(13, "Permission denied")
+        return builtins.open(file, *args, **kwargs)
+
+    monkeypatch.setattr(ramir.imageio, "open", guarded_open, raising=False)
+    (d / "empty.png").write_bytes(b"")
+    (d / "text.png").write_text("not an image at all")
+    _img(d / "big.png")
+    data = (d / "big.png").read_bytes()
+    (d / "trunc.png").write_bytes(data[: len(data) // 2])
+    (d / "big.png").unlink()
+    _img(d / "tiny.png", size=(6, 30))
+    _img(d / "huge.png", size=(120, 100))
+    code, out, err = _run(capsys, str(d), str(tmp_path / "missing.png"), str(tmp_path / "nomatch*.png"),
+                          "-o", str(tmp_path / "out"), "--model", model, "--max-pixels", "10000")
+    assert code == 1
+    lines = _ramir_lines(err)
+    reasons = {
+        "empty.png": "empty file", "text.png": "not an image", "trunc.png": "truncated",
+        "tiny.png": "smaller than the network's window", "huge.png": "above the limit",
+        "missing.png": "no such file", "nomatch*.png": "no files match", "corrupt.png": "corrupt",
+        "locked.png": "permission denied",
+    }
+    for name, reason in reasons.items():
+        hits = [ln for ln in lines if name in ln]
+        assert len(hits) == 1 and reason in hits[0], (name, lines)
+    assert "Traceback" not in err
+    assert all((tmp_path / "out" / g.name).is_file() for g in good)
+    assert "restored 2, skipped 0, failed 9" in out
+
+
+def test_debug_shows_the_exception(tmp_path, model):
+    (tmp_path / "bad.png").write_text("nope")
+    with pytest.raises(ImageError):
+        main(["--debug", "restore", str(tmp_path / "bad.png"), "-o", str(tmp_path / "o"), "--model", model])
+
+
+def test_no_model_and_architecture_names_exit_2(tmp_path, capsys):
+    _img(tmp_path / "a.png")
+    if default_weights() is None:
+        code, _, err = _run(capsys, str(tmp_path / "a.png"), "-o", str(tmp_path / "o"))
+        assert code == 2 and NO_DEFAULT_MODEL in err
+    code, _, err = _run(capsys, str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--model", "ram-swinir")
+    assert code == 2 and "not trained weights" in err
+    assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------------------------------------ names
+def test_names_suffix_skip_overwrite(tmp_path, capsys, model):
+    src = _img(tmp_path / "in" / "photo.v2.png")
+    out = tmp_path / "out"
+    base = ["-o", str(out), "--model", model]
+    assert _run(capsys, str(src), *base)[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["photo.v2.png"]  # never photo.v2.png.png
+    assert _run(capsys, str(src), *base, "--suffix", "_restored")[0] == 0
+    assert (out / "photo.v2_restored.png").is_file()
+
+    target = out / "photo.v2.png"
+    target.write_bytes(b"keep me")
+    code, o, err = _run(capsys, str(src), *base)  # existing output: skipped with a message, not a failure
+    assert code == 0 and "skipped" in err and "--overwrite" in err and "skipped 1" in o
+    assert target.read_bytes() == b"keep me"
+    code, o, err = _run(capsys, str(src), *base, "--skip-existing")  # quietly
+    assert code == 0 and _ramir_lines(err) == [] and "skipped 1" in o
+    assert target.read_bytes() == b"keep me"
+    code, o, _ = _run(capsys, str(src), *base, "--overwrite")
+    assert code == 0 and "restored 1" in o
+    assert Image.open(target).size == (41, 27)
+    assert sorted(p.name for p in out.iterdir()) == ["photo.v2.png", "photo.v2_restored.png"]  # no temp files
+
+
+def test_never_writes_over_an_input(tmp_path, capsys, model):
+    src = _img(tmp_path / "a.png")
+    before = src.read_bytes()
+    code, _, err = _run(capsys, str(src), "-o", str(tmp_path), "--model", model, "--overwrite")
+    assert code == 1 and "refusing to write over an input" in err
+    assert src.read_bytes() == before
+    os.link(src, tmp_path / "alias.png")  # a hard link is the same file under another name
+    other = tmp_path / "o"
+    other.mkdir()
+    os.symlink(src, other / "a.png")
+    code, _, err = _run(capsys, str(src), "-o", str(other), "--model", model, "--overwrite")
+    assert code == 1 and "refusing" in err and src.read_bytes() == before
+
+
+def test_globs_expanded_in_python_keep_structure(tmp_path, capsys, model, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _img(tmp_path / "shots" / "a.png")
+    _img(tmp_path / "shots" / "day" / "b.png")
+    _img(tmp_path / "shots" / "day" / "c.jpg")
+    code, o, err = _run(capsys, "shots/**/*.png", "-r", "-o", "out", "--model", model)
+    assert code == 0, err
+    assert (tmp_path / "out" / "a.png").is_file() and (tmp_path / "out" / "day" / "b.png").is_file()
+    assert not (tmp_path / "out" / "day" / "c.jpg").exists() and "restored 2" in o
+
+
+def test_same_output_from_two_inputs_is_refused(tmp_path, capsys, model):
+    a, b = _img(tmp_path / "x" / "same.png"), _img(tmp_path / "y" / "same.png")
+    code, o, err = _run(capsys, str(a), str(b), "-o", str(tmp_path / "out"), "--model", model)
+    assert code == 1 and "also the output of" in err and "restored 1" in o
+
+
+def test_entry_point_runs(tmp_path, model):
+    """The installed command, in a fresh process (exit status and one-line errors)."""
+    _img(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes(b"")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ramir", "restore", "a.png", "b.png", "--model", model, "--threads", "1"],
+        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "ramir: b.png: empty file (0 bytes)" in proc.stderr
+    assert (tmp_path / "restored" / "a.png").is_file()
+    assert "restored 1, skipped 0, failed 1" in proc.stdout

@@ -1,0 +1,408 @@
+"""RAM-SwinIR against the reference fixtures: structure, buffers, weights, outputs, layer by layer.
+
+The default configuration (11.5M parameters) is built once per module (a module-scoped parametrised
+fixture; pytest groups the tests by configuration) and run three times at 61x70: fp32 unmasked, fp32
+masked, and fp64 with hooks on all 263 attributable layers.
+
+Tolerances:
+* outputs (fp32 model) vs the fp64 goldens: 1e-4 * max|y| (measured: 8e-7 small, 1.5e-5 default);
+* layer statistics: a float64 model, whose sums agree with the fp64 goldens to ~1e-13 relative. A fixed
+  relative tolerance fails for sums that cancel to near zero, so each sum is compared with
+  ``|sum - ref| <= 1e-6 * (|ref| + mean_abs * numel)``: relative where the sum is large, and relative to the
+  L1 mass of the output where it cancels. mean_abs and the first 4 values: 1e-6 relative to mean_abs.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import apply_weight_rule, load_json, load_tensors
+from ramir import attributable_layers, create_model
+from ramir.archs import swinir as swinir_mod
+from ramir.archs.common import straightforward_path
+from ramir.archs.swinir import SwinIR
+from ramir.masking import apply_mask
+
+MODEL_NAMES = {"small": "ram-swinir-small", "default": "ram-swinir"}
+OUTPUT_RTOL = 1e-4
+STATS_RTOL = 1e-6
+
+
+# ------------------------------------------------------------------------------------------------
+# fixtures and helpers
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["small", "default"])
+def rule_net(request) -> tuple[str, torch.nn.Module]:
+    """(tag, network built by create_model, rule weights, eval mode) — built once per configuration."""
+    tag = request.param
+    net = create_model(MODEL_NAMES[tag]).eval()
+    apply_weight_rule(net)
+    return tag, net
+
+
+_RUNS: dict[str, dict] = {}
+
+
+def golden_run(tag: str, net: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor) -> dict:
+    """The expensive forwards of one configuration, computed once and shared by the tests."""
+    if tag not in _RUNS:
+        with torch.no_grad():
+            y = net(x)
+            y_masked = net(apply_mask(x, mask))
+            stats = layer_output_stats(copy.deepcopy(net).double(), x.double())
+        _RUNS[tag] = {"y": y, "y_masked": y_masked, "stats": stats}
+    return _RUNS[tag]
+
+
+def layer_output_stats(net: torch.nn.Module, x: torch.Tensor) -> dict[str, dict]:
+    """Shape, float64 sum, mean |.| and first 4 values of every attributable layer's output (hooks)."""
+    stats: dict[str, dict] = {}
+
+    def hook_for(name: str):
+        def hook(module, inputs, output):
+            o = output.detach().double()
+            stats[name] = {"shape": list(o.shape), "sum": o.sum().item(), "mean_abs": o.abs().mean().item(),
+                           "first4": o.flatten()[:4].tolist()}
+        return hook
+
+    handles = [net.get_submodule(n).register_forward_hook(hook_for(n)) for n in attributable_layers(net)]
+    try:
+        net(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return stats
+
+
+def small_net(**overrides) -> SwinIR:
+    torch.manual_seed(0)
+    return create_model("ram-swinir-small", **overrides).eval()
+
+
+def reference_position_index(ws: int) -> np.ndarray:
+    """Relative-position index by brute force over query/key pairs."""
+    n = ws * ws
+    out = np.zeros((n, n), dtype=np.int64)
+    for a in range(n):
+        for b in range(n):
+            dy, dx = a // ws - b // ws, a % ws - b % ws
+            out[a, b] = (dy + ws - 1) * (2 * ws - 1) + (dx + ws - 1)
+    return out
+
+
+def reference_shift_mask(h: int, w: int, ws: int, shift: int) -> np.ndarray:
+    """Shifted-window mask: label the 3x3 regions by slices, compare labels window by window."""
+    labels = np.zeros((h, w))
+    cuts = (slice(0, -ws), slice(-ws, -shift), slice(-shift, None))
+    for i, hs in enumerate(cuts):
+        for j, wsl in enumerate(cuts):
+            labels[hs, wsl] = 3 * i + j
+    masks = []
+    for r in range(0, h, ws):
+        for c in range(0, w, ws):
+            lab = labels[r : r + ws, c : c + ws].reshape(-1)
+            masks.append(np.where(lab[:, None] != lab[None, :], -100.0, 0.0))
+    return np.stack(masks).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# structure
+# ------------------------------------------------------------------------------------------------
+
+
+def test_state_dict_matches_manifest(rule_net):
+    tag, net = rule_net
+    manifest = load_json(f"manifest_swinir_{tag}.json")
+    params = dict(net.named_parameters())
+    got = [(k, list(v.shape), str(v.dtype).removeprefix("torch."), "parameter" if k in params else "buffer")
+           for k, v in net.state_dict().items()]
+    want = [(e["key"], e["shape"], e["dtype"], e["kind"]) for e in manifest["state_dict"]]
+    assert got == want
+    assert list(params) == manifest["named_parameters_order"]
+    assert sum(p.numel() for p in params.values()) == manifest["num_parameters"]
+    assert len(list(net.buffers())) == manifest["num_buffers"]
+
+
+def test_attributable_layers_match_manifest(rule_net):
+    tag, net = rule_net
+    manifest = load_json(f"manifest_swinir_{tag}.json")
+    names = attributable_layers(net)
+    assert names == [e["name"] for e in manifest["mac_layers"]]
+    classes = [type(net.get_submodule(n)).__name__ for n in names]
+    assert classes == [e["cls"] for e in manifest["mac_layers"]]
+    assert Counter(classes) == Counter(manifest["mac_layer_class_counts"])
+    # the classes are the real torch ones (MAC and fine-tuning code may rely on isinstance)
+    for n, cls in zip(names, classes, strict=True):
+        expected = {"Linear": torch.nn.Linear, "LayerNorm": torch.nn.LayerNorm, "Conv2d": torch.nn.Conv2d,
+                    "WindowAttention": swinir_mod.WindowAttention}[cls]
+        assert isinstance(net.get_submodule(n), expected)
+
+
+# RAM_SPEC §3/§6 and the fixtures README §2: parameters, attributable layers and their classes
+EXPECTED_COUNTS = {
+    "small": (50_043, 35, {"Linear": 16, "LayerNorm": 10, "WindowAttention": 4, "Conv2d": 5}),
+    "default": (11_512_131, 263, {"Linear": 144, "LayerNorm": 74, "WindowAttention": 36, "Conv2d": 9}),
+}
+
+
+def test_create_model_counts(rule_net):
+    tag, net = rule_net
+    n_params, n_layers, classes = EXPECTED_COUNTS[tag]
+    assert sum(p.numel() for p in net.parameters()) == n_params
+    layers = attributable_layers(net)
+    assert len(layers) == n_layers
+    assert Counter(type(net.get_submodule(n)).__name__ for n in layers) == classes
+
+
+def test_buffers_have_reference_values(rule_net):
+    """relative_position_index and attn_mask (0 / -100 for img_size) recomputed independently."""
+    tag, net = rule_net
+    manifest = load_json(f"manifest_swinir_{tag}.json")
+    shapes = {e["key"]: e["shape"] for e in manifest["state_dict"] if e["kind"] == "buffer"}
+    sd = net.state_dict()
+    ws, img = net.window_size, net.img_size
+    rpi = reference_position_index(ws)
+    mask = reference_shift_mask(img, img, ws, ws // 2)
+    for key, shape in shapes.items():
+        value = sd[key]
+        assert list(value.shape) == shape
+        if key.endswith("relative_position_index"):
+            np.testing.assert_array_equal(value.numpy(), rpi)
+        else:
+            assert key.endswith("attn_mask")
+            assert set(np.unique(value.numpy())) == {0.0, -100.0}
+            np.testing.assert_array_equal(value.numpy(), mask)
+
+
+def test_weight_rule_checksums(rule_net):
+    tag, net = rule_net
+    golden = load_json(f"forward_swinir_{tag}.json")
+    per_param = golden["weight_rule_per_param"]
+    params = dict(net.named_parameters())
+    assert set(params) == set(per_param)
+    total = 0.0
+    for name, p in params.items():
+        want = per_param[name]
+        assert list(p.shape) == want["shape"], name
+        s = p.detach().double().sum().item()
+        total += s
+        assert math.isclose(s, want["sum_fp64"], rel_tol=1e-9, abs_tol=1e-12), name
+        assert p.detach().flatten()[:3].tolist() == pytest.approx(want["first3"], rel=0, abs=0), name
+    assert math.isclose(total, golden["weight_rule_total_sum_fp64"], rel_tol=1e-9, abs_tol=1e-9)
+
+
+# ------------------------------------------------------------------------------------------------
+# numerics against the reference
+# ------------------------------------------------------------------------------------------------
+
+
+def test_forward_matches_fp64_golden(rule_net, forward_inputs):
+    tag, net = rule_net
+    golden = load_tensors(f"forward_swinir_{tag}.safetensors")
+    run = golden_run(tag, net, forward_inputs["x"], forward_inputs["mask"])
+    for key in ("y", "y_masked"):
+        ref = golden[f"{key}_fp64"]
+        got = run[key]
+        assert got.dtype == torch.float32 and got.shape == ref.shape
+        err = (got.double() - ref).abs().max().item()
+        assert err <= OUTPUT_RTOL * ref.abs().max().item(), f"{tag} {key}: max abs diff {err}"
+
+
+def test_layer_outputs_match_golden(rule_net, forward_inputs):
+    tag, net = rule_net
+    golden = load_json(f"forward_swinir_{tag}.json")["mac_layer_output_stats_unmasked_fp64"]
+    stats = golden_run(tag, net, forward_inputs["x"], forward_inputs["mask"])["stats"]
+    assert list(stats) == [g["name"] for g in golden]
+    for g in golden:
+        s, name = stats[g["name"]], g["name"]
+        numel = math.prod(g["shape"])
+        assert s["shape"] == g["shape"], name
+        assert abs(s["sum"] - g["sum"]) <= STATS_RTOL * (abs(g["sum"]) + g["mean_abs"] * numel), name
+        assert abs(s["mean_abs"] - g["mean_abs"]) <= STATS_RTOL * g["mean_abs"], name
+        assert np.allclose(s["first4"], g["first4"], rtol=0, atol=STATS_RTOL * g["mean_abs"]), name
+
+
+def test_attention_returns_proj_output_in_window_layout(forward_inputs):
+    """The attention module's output is the proj output tensor itself (the reference's MAC ties)."""
+    net = small_net()
+    outputs: dict[str, torch.Tensor] = {}
+    for name in ("layers.0.residual_group.blocks.1.attn", "layers.0.residual_group.blocks.1.attn.proj"):
+        net.get_submodule(name).register_forward_hook(lambda m, i, o, name=name: outputs.__setitem__(name, o))
+    with torch.no_grad():
+        net(forward_inputs["x"])
+    attn, proj = outputs.values()
+    assert attn is proj
+    assert attn.shape == (72, 64, 24)  # 64x72 padded map -> 8x9 windows of 8x8 tokens
+
+
+def test_img_size_input_uses_stored_masks():
+    """At 64x64 (= img_size, no padding) the attn_mask buffers are used: matches the reference's y_full."""
+    mac = load_tensors("mac_swinir_small.safetensors")
+    net = small_net()
+    apply_weight_rule(net)
+    with torch.no_grad():
+        y = net(mac["x"])
+    assert y.shape == (1, 3, 64, 64)
+    assert (y - mac["y_full"]).abs().max().item() <= 1e-5 * mac["y_full"].abs().max().item()
+    # the cached mask for another size follows the same rule as the buffer
+    block = net.layers[0].residual_group.blocks[1]
+    mask, mixed = block.shift_mask(64, 64 + 8, torch.device("cpu"), torch.float32)
+    np.testing.assert_array_equal(mask.numpy(), reference_shift_mask(64, 72, 8, 4))
+    nonzero = mask.flatten(1).ne(0).any(1).nonzero().squeeze(1)
+    assert sorted(mixed.tolist()) == nonzero.tolist()
+
+
+# ------------------------------------------------------------------------------------------------
+# fast path vs straightforward path, sizes, caches
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [(61, 70), (40, 100), (64, 64)])
+def test_fast_path_equals_straightforward(size):
+    net = small_net()
+    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        fast = net(x)
+        with straightforward_path():
+            slow = net(x)
+        single = net(x[1:])
+    assert fast.shape == x.shape
+    assert (fast - slow).abs().max().item() <= 1e-5
+    assert (fast[1:] - single).abs().max().item() <= 1e-5  # batch layout of windows and masks
+
+
+def test_gradients_equal_on_both_paths():
+    net = small_net()
+    x = torch.randn(2, 3, 24, 30, generator=torch.Generator().manual_seed(2))
+
+    def grads() -> dict[str, torch.Tensor]:
+        net.zero_grad()
+        net(x).square().mean().backward()
+        return {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+    fast = grads()
+    with straightforward_path():
+        slow = grads()
+    assert set(fast) == set(slow) and "mask_token" not in fast  # mask_token is not used by forward
+    for n in fast:
+        assert torch.allclose(fast[n], slow[n], rtol=1e-4, atol=1e-7), n
+    assert fast["layers.0.residual_group.blocks.1.attn.relative_position_bias_table"].abs().sum() > 0
+
+
+def test_position_bias_cache_follows_the_table():
+    net = small_net()
+    attn = net.layers[0].residual_group.blocks[1].attn
+    x = torch.randn(1, 3, 32, 40, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert attn.position_bias() is attn.position_bias()  # cached while it cannot be learned
+        y0 = net(x)
+        hits = swinir_mod._cached_shift_mask.cache_info().hits
+        assert torch.equal(net(x), y0)
+        assert swinir_mod._cached_shift_mask.cache_info().hits > hits  # masks not rebuilt
+        attn.relative_position_bias_table[5:40].mul_(-3.0)  # in-place change must invalidate the cache
+        y1 = net(x)
+        with straightforward_path():
+            y1_slow = net(x)
+    assert (y1 - y0).abs().max().item() > 1e-6
+    assert (y1 - y1_slow).abs().max().item() <= 1e-5
+    # with autograd on, the bias is gathered from the parameter on every call
+    assert attn.position_bias() is not attn.position_bias()
+    assert attn.position_bias().requires_grad
+
+
+def test_dtype_and_inference_mode_switches():
+    net = small_net()
+    x = torch.randn(1, 3, 20, 27, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        y32 = net(x)
+    y_grad = net(x)  # tensors cached under inference_mode must not leak into autograd
+    y_grad.sum().backward()
+    net64 = copy.deepcopy(net).double()
+    with torch.no_grad():
+        y64 = net64(x.double())
+    assert y64.dtype == torch.float64
+    assert (y32.double() - y64).abs().max().item() <= 1e-5
+    assert torch.allclose(y_grad.detach(), y32, atol=1e-6)
+
+
+def test_activation_checkpointing_matches():
+    kwargs = dict(drop_path_rate=0.0)
+    plain, ckpt = small_net(**kwargs).train(), small_net(use_checkpoint=True, **kwargs).train()
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 3, 24, 24, generator=torch.Generator().manual_seed(5))
+    outs = []
+    for net in (plain, ckpt):
+        y = net(x)
+        y.square().mean().backward()
+        outs.append((y.detach(), [p.grad for p in net.parameters() if p.grad is not None]))
+    assert torch.allclose(outs[0][0], outs[1][0], atol=1e-6)
+    for a, b in zip(outs[0][1], outs[1][1], strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_mask_token_is_not_used():
+    net = small_net()
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        y = net(x)
+        net.mask_token.fill_(3.0)
+        assert torch.equal(net(x), y)
+
+
+# ------------------------------------------------------------------------------------------------
+# options
+# ------------------------------------------------------------------------------------------------
+
+
+def test_3conv_and_3x3_first_conv():
+    net = small_net(resi_connection="3conv", first_type="3x3")
+    assert net.conv_first.kernel_size == (3, 3)
+    assert isinstance(net.conv_after_body, torch.nn.Sequential)
+    layers = attributable_layers(net)
+    assert "layers.0.conv.0" in layers and "conv_after_body.4" in layers
+    assert Counter(type(net.get_submodule(n)).__name__ for n in layers)["Conv2d"] == 1 + 3 * 2 + 3 + 1
+    x = torch.randn(1, 3, 19, 23, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        fast = net(x)
+        with straightforward_path():
+            slow = net(x)
+    assert fast.shape == x.shape and (fast - slow).abs().max().item() <= 1e-5
+
+
+def test_constructor_defaults_and_finetune_type():
+    # window 7, img_size 64 (stored masks for 70x70); kwargs spelled as in the manifests are accepted
+    net = SwinIR(depths=(2,), num_heads=(2,), embed_dim=12, finetune_type="anything",
+                 norm_layer="nn.LayerNorm")
+    assert net.window_size == 7 and net.layers[0].residual_group.blocks[1].attn_mask.shape == (100, 49, 49)
+    with torch.no_grad():
+        y = net(torch.randn(1, 3, 15, 22))
+    assert y.shape == (1, 3, 15, 22)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(upsampler="pixelshuffle"), dict(resi_connection="2conv"), dict(first_type="5x5"), dict(ape=True),
+     dict(img_range=255.0), dict(patch_size=2), dict(umbed=False), dict(depths=[2, 2], num_heads=[2]),
+     dict(norm_layer="BatchNorm")],
+)
+def test_unsupported_options_raise(kwargs):
+    with pytest.raises(ValueError):
+        create_model("ram-swinir-small", **kwargs)
+
+
+def test_unknown_keyword_is_an_error():
+    with pytest.raises(TypeError):
+        create_model("ram-swinir-small", embed_dims=24)
+
+
+def test_too_small_input_raises():
+    with pytest.raises(ValueError, match="too small"):
+        small_net()(torch.zeros(1, 3, 3, 30))

@@ -1,0 +1,412 @@
+"""The training engine: recipes, schedule, EMA, exact resume, freezing, and DDP on two CPU processes.
+
+The engine takes any nn.Module and any dataset of {"lq", "gt", "task"} items, so most tests use a toy
+convolutional network and an in-memory dataset whose items are functions of their index.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import re
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from ramir.errors import ConfigError
+from ramir.training import Trainer, load_recipe, recipe_from_dict
+from ramir.training.config import apply_overrides, parse_override
+from ramir.training.ema import ModelEma
+from ramir.training.engine import list_states
+from ramir.training.schedule import lr_at
+from ramir.training.stages import FinetuneStage, PretrainStage
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+
+
+# --------------------------------------------------------------------------------------------------
+# toy network and data (module level: the DDP test's spawned processes import them)
+
+
+class Toy(nn.Module):
+    """Four conv layers (8 parameters), optional dropout to exercise the per-step RNG, and a parameter
+    the forward never uses (like SwinIR's ``mask_token``), which DDP without find_unused_parameters
+    would wait for."""
+
+    def __init__(self, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, 8, 3, padding=1)
+        self.body = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 1))
+        self.drop = nn.Dropout(dropout)
+        self.tail = nn.Conv2d(8, 3, 3, padding=1)
+        self.register_buffer("calls", torch.zeros((), dtype=torch.int64))
+        self.spare = nn.Parameter(torch.zeros(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.tail(self.drop(torch.relu(self.body(self.head(x)))))
+
+
+def toy(dropout: float = 0.0) -> Toy:
+    torch.manual_seed(1234)
+    return Toy(dropout)
+
+
+class NoisyImages(torch.utils.data.Dataset):
+    """Smooth random images with Gaussian noise; item i depends on i only."""
+
+    def __init__(self, n: int = 12, size: int = 16, sigma: float = 0.1, offset: int = 0) -> None:
+        self.n, self.size, self.sigma, self.offset = n, size, sigma, offset
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        g = torch.Generator().manual_seed(1000 + self.offset + i)
+        coarse = torch.rand(1, 3, 4, 4, generator=g)
+        gt = nn.functional.interpolate(coarse, size=(self.size, self.size), mode="bilinear",
+                                       align_corners=False)[0]
+        lq = (gt + self.sigma * torch.randn(gt.shape, generator=g)).clamp(0, 1)
+        return {"lq": lq, "gt": gt, "task": "noise"}
+
+
+def tiny_recipe(**sections) -> dict:
+    recipe = {
+        "name": "toy",
+        "model": {"name": "toy"},
+        "optim": {"lr": 1e-3},
+        "schedule": {"iterations": 6, "warmup": 2, "eta_min": 1e-5},
+        "ema": {"decay": 0.9},
+        "train": {"batch_size": 2, "log_every": 1, "save_every": 0, "seed": 3},
+    }
+    for key, value in sections.items():
+        recipe[key] = {**recipe.get(key, {}), **value} if isinstance(value, dict) else value
+    return recipe
+
+
+def make_trainer(tmp: Path, recipe: dict, *, model=None, stage=None, **kw) -> Trainer:
+    return Trainer(recipe_from_dict(recipe), model=model if model is not None else toy(), stage=stage,
+                   train_set=kw.pop("train_set", NoisyImages()), output_dir=tmp, progress=False, **kw)
+
+
+# --------------------------------------------------------------------------------------------------
+# recipes
+
+
+def test_unknown_keys_are_named_with_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"'optim\.lrr'.*valid keys here: lr, betas, weight_decay"):
+        recipe_from_dict(tiny_recipe(optim={"lrr": 1e-4}))
+    with pytest.raises(ConfigError, match=r"unknown recipe key 'trian'"):
+        recipe_from_dict({**tiny_recipe(), "trian": {}})
+
+
+def test_types_choices_and_coercion():
+    r = recipe_from_dict(tiny_recipe(optim={"lr": "2e-4"}, schedule={"iterations": 4e5}))
+    assert r.optim.lr == 2e-4 and isinstance(r.optim.lr, float)  # YAML reads 2e-4 as a string
+    assert r.schedule.iterations == 400000 and isinstance(r.schedule.iterations, int)
+    with pytest.raises(ConfigError, match=re.escape("train.batch_size must be an integer")):
+        recipe_from_dict(tiny_recipe(train={"batch_size": "four"}))
+    with pytest.raises(ConfigError, match=re.escape("train.amp must be one of none, bf16, fp16")):
+        recipe_from_dict(tiny_recipe(train={"amp": "fp8"}))
+    with pytest.raises(ConfigError, match="stage must be one of"):
+        recipe_from_dict(tiny_recipe(stage="pretraining"))
+    with pytest.raises(ConfigError, match=re.escape("mask.per_sample must be true or false")):
+        recipe_from_dict(tiny_recipe(mask={"per_sample": "yes"}))
+    with pytest.raises(ConfigError, match="needs 'model'"):
+        recipe_from_dict({"stage": "finetune"})
+    # free-form sections stay free-form
+    r = recipe_from_dict(tiny_recipe(model={"name": "ram-swinir-small", "overrides": {"embed_dim": 12}}))
+    assert r.model.overrides == {"embed_dim": 12}
+
+
+def test_overrides_and_base_inheritance(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(tiny_recipe(data={"train": {"patch_size": 48}})))
+    (tmp_path / "child.yaml").write_text(
+        "_base_: base.yaml\nname: child\noptim: {betas: [0.8, 0.9]}\ndata: {train: {samples_per_epoch: 10}}\n"
+    )
+    r = load_recipe(tmp_path / "child.yaml", ["optim.lr=3e-4", "train.amp=bf16", "mask.ratio=0.25",
+                                               "model.overrides.depths=[1, 1]"])
+    assert r.name == "child" and r.optim.lr == 3e-4 and r.optim.betas == [0.8, 0.9]
+    assert r.optim.weight_decay == 0.0 and r.train.amp == "bf16" and r.mask.ratio == 0.25
+    assert r.data["train"] == {"patch_size": 48, "samples_per_epoch": 10}  # merged key by key
+    assert r.model.overrides == {"depths": [1, 1]}
+    assert parse_override("init_from=") == (["init_from"], None)
+    with pytest.raises(ConfigError, match=re.escape("unknown recipe key 'optim.lrate'")):
+        load_recipe(tmp_path / "child.yaml", ["optim.lrate=1"])
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides({}, ["optim.lr"])
+    with pytest.raises(ConfigError, match=re.escape("'optim.lr' is not a section")):
+        apply_overrides({"optim": {"lr": 1.0}}, ["optim.lr.x=1"])
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_recipes_validate(path):
+    r = load_recipe(path)
+    assert r.stage in path.name and r.data.get("train")
+    if "cpu_tiny" not in path.name:
+        assert r.train.batch_size * 8 in (32, 96)  # per-GPU batch of the paper's 8-GPU runs
+
+
+def test_shipped_recipes_follow_the_paper():
+    swin_pre = load_recipe(CONFIGS / "ram_swinir_pretrain.yaml")
+    assert (swin_pre.train.batch_size, swin_pre.optim.lr, swin_pre.schedule.eta_min) == (12, 1e-4, 6e-5)
+    assert (swin_pre.schedule.iterations, swin_pre.schedule.warmup) == (400_000, 10)
+    assert (swin_pre.mask.ratio, swin_pre.mask.patch, swin_pre.ema.decay) == (0.5, 1, 0.995)
+    prompt_pre = load_recipe(CONFIGS / "ram_promptir_pretrain.yaml")
+    assert (prompt_pre.optim.lr, prompt_pre.schedule.eta_min) == (2e-4, 1e-6)
+    assert (prompt_pre.schedule.iterations, prompt_pre.schedule.warmup) == (1_200_000, 40_000)
+    assert (prompt_pre.train.batch_size, prompt_pre.data["train"]["patch_size"]) == (4, 128)
+    for name, ratio in (("ram_swinir_finetune.yaml", 0.1), ("ram_promptir_finetune.yaml", 0.3)):
+        ft = load_recipe(CONFIGS / name)
+        assert (ft.finetune.ratio, ft.finetune.by, ft.finetune.init) == (ratio, "count", "raw")
+        assert (ft.optim.lr, ft.optim.betas, ft.schedule.eta_min) == (2e-4, [0.9, 0.99], 1e-7)
+        assert (ft.schedule.iterations, ft.schedule.warmup, ft.train.batch_size) == (160_000, 4_000, 4)
+
+
+# --------------------------------------------------------------------------------------------------
+# schedule and EMA
+
+
+def test_warmup_then_cosine():
+    kw = dict(base_lr=1e-3, iterations=100, warmup=10, eta_min=1e-5)
+    assert [lr_at(i, **kw) for i in range(3)] == pytest.approx([1e-4, 2e-4, 3e-4])
+    assert lr_at(8, **kw) == pytest.approx(9e-4)
+    cosine = [lr_at(i, **kw) for i in range(9, 101)]
+    assert cosine[0] == pytest.approx(1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + math.cos(math.pi * 9 / 100)))
+    assert all(a > b for a, b in itertools.pairwise(cosine))  # strictly decreasing to the end
+    assert lr_at(50, **kw) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert lr_at(100, **kw) == pytest.approx(1e-5) and lr_at(10**6, **kw) == pytest.approx(1e-5)
+    assert lr_at(0, base_lr=1e-3, iterations=100) == pytest.approx(1e-3)  # no warm-up: starts at the base
+
+
+def test_ema_averages_parameters_and_float_buffers():
+    src = nn.BatchNorm2d(2)
+    with torch.no_grad():
+        src.weight.fill_(1.0)
+        src.running_mean.fill_(0.0)
+    ema = ModelEma(src, decay=0.9)
+    with torch.no_grad():
+        src.weight.fill_(3.0)
+        src.running_mean.fill_(-1.0)
+        src.num_batches_tracked.fill_(7)
+    for _ in range(5):
+        ema.update(src)
+    state = ema.state_dict()
+    # constant target p: ema_k = p + decay^k (ema_0 - p)
+    assert torch.allclose(state["weight"], torch.full((2,), 3.0 + 0.9**5 * (1.0 - 3.0)))
+    assert torch.allclose(state["running_mean"], torch.full((2,), -1.0 + 0.9**5 * (0.0 + 1.0)))
+    assert int(state["num_batches_tracked"]) == 7  # integer buffers are copied
+    assert not any(p.requires_grad for p in ema.module.parameters())
+
+
+# --------------------------------------------------------------------------------------------------
+# the loop: masks, resume, interruption
+
+
+def test_pretrain_masks_are_seeded_per_step_and_split_across_ranks():
+    stage = PretrainStage(ratio=0.5, per_sample=True, seed=5)
+    a, b = stage.masks(4, 9, 7, step=3), stage.masks(4, 9, 7, step=3)
+    assert torch.equal(a, b) and not torch.equal(a, stage.masks(4, 9, 7, step=4))
+    assert torch.all(a.sum(dim=(1, 2, 3)) == math.ceil(0.5 * 63))
+    # rank r of 2 gets the masks of global positions r, r+2, ... (DistributedSampler's interleaving)
+    r0, r1 = stage.masks(2, 9, 7, step=3, rank=0, world=2), stage.masks(2, 9, 7, step=3, rank=1, world=2)
+    assert torch.equal(r0, a[0::2]) and torch.equal(r1, a[1::2])
+    shared = PretrainStage(ratio=0.5, seed=5).masks(3, 9, 7, step=0)
+    assert torch.equal(shared[0], shared[2])  # the reference: one mask for the whole batch
+
+
+def _weights(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def _assert_same(a: dict, b: dict, tol: float = 1e-6) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=tol, rtol=0), k
+
+
+class SignalAtStep(PretrainStage):
+    """Pre-training that receives SIGTERM while computing step ``at`` (as from a cluster scheduler)."""
+
+    def __init__(self, at: int, **kw) -> None:
+        super().__init__(**kw)
+        self.at = at
+
+    def loss(self, net, lq, gt, step, rank=0, world=1):
+        if step == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().loss(net, lq, gt, step, rank, world)
+
+
+def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path):
+    recipe = tiny_recipe()  # 6 steps, 12 items / batch 2: one epoch = 6 steps
+    recipe["train"]["batch_size"] = 4  # 3 steps per epoch: the resume crosses an epoch boundary
+    full = make_trainer(tmp_path / "full", recipe, model=toy(dropout=0.2), stage=PretrainStage(seed=3))
+    initial = _weights(full)
+    full_result = full.fit()
+    assert full_result.final is not None and full_result.final.is_file()
+    assert not list_states(tmp_path / "full")  # save_every 0: only the final weights
+
+    # killed by SIGTERM during step index 3: the step finishes, a state is saved at iteration 4
+    first = make_trainer(tmp_path / "cut", recipe, model=toy(dropout=0.2), stage=SignalAtStep(3, seed=3))
+    first_result = first.fit()
+    assert first_result.interrupted and first_result.iteration == 4 and first_result.final is None
+    assert [n for n, _ in list_states(tmp_path / "cut")] == [4]
+    # resumed with DataLoader workers: items are functions of (seed, epoch, index), not of the worker
+    recipe["train"]["workers"] = 2
+    resumed = make_trainer(tmp_path / "cut", recipe, model=toy(dropout=0.2), stage=PretrainStage(seed=3))
+    assert resumed.iteration == 4
+    resumed_result = resumed.fit()
+    assert resumed_result.iteration == 6 and resumed_result.final is not None
+
+    _assert_same(_weights(full), _weights(resumed))
+    _assert_same(full.ema.state_dict(), resumed.ema.state_dict())
+    changed = max((full.model.state_dict()[k].float() - initial[k].float()).abs().max() for k in initial)
+    assert changed > 1e-3  # the comparison is not vacuous
+    assert not torch.allclose(full.ema.state_dict()["tail.weight"], full.model.state_dict()["tail.weight"])
+    # the logged losses of the resumed steps equal those of the uninterrupted run
+    log = [json.loads(line) for line in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
+    losses_cut = {r["iter"]: r["loss"] for r in log if "loss" in r}
+    losses_full = {r["iter"]: r["loss"] for r in full_result.history if "loss" in r}
+    assert losses_cut == pytest.approx(losses_full, rel=1e-6) and sorted(losses_cut) == list(range(1, 7))
+
+
+def test_checkpoints_are_pruned_and_resume_is_refused_when_recipe_changes(tmp_path):
+    recipe = tiny_recipe(train={"save_every": 2, "keep_last": 2})
+    make_trainer(tmp_path, recipe).fit()
+    assert [n for n, _ in list_states(tmp_path)] == [4, 6]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
+        "iter_00000004.safetensors", "iter_00000004.state",
+        "iter_00000006.safetensors", "iter_00000006.state",
+    ]
+    with pytest.raises(ConfigError, match="already holds training states"):
+        make_trainer(tmp_path, recipe, resume="never")
+    from ramir.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="is a pretrain state; this run is finetune"):
+        make_trainer(tmp_path, recipe, stage=FinetuneStage(["tail"]))
+    changed = toy()
+    changed.head.bias.requires_grad_(False)
+    with pytest.raises(CheckpointError, match="trainable parameters differ"):
+        make_trainer(tmp_path, recipe, model=changed)
+    # a complete run resumes at its end and only rewrites the final weights
+    again = make_trainer(tmp_path, recipe)
+    assert again.iteration == 6 and again.fit().final is not None
+
+
+def test_validation_is_logged(tmp_path):
+    recipe = tiny_recipe(train={"val_every": 3})
+    result = make_trainer(tmp_path, recipe, val_set=NoisyImages(n=3, size=24, offset=99)).fit()
+    vals = [r for r in result.history if "val_psnr" in r]
+    assert [r["iter"] for r in vals] == [3, 6]
+    assert all(math.isfinite(r["val_psnr"]) and r["val_psnr_input"] > 15 for r in vals)
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert len(lines) == len(result.history) and (tmp_path / "recipe.yaml").is_file()
+
+
+# --------------------------------------------------------------------------------------------------
+# fine-tuning: exactly the selected layers change, with and without DDP
+
+
+SELECTED = ["body.2", "tail"]
+
+
+def _changed_parameters(before: dict, model: nn.Module) -> set[str]:
+    return {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
+
+
+def test_finetune_changes_exactly_the_selected_layers(tmp_path):
+    recipe = tiny_recipe(stage="finetune", schedule={"iterations": 1}, ema={"decay": 0.0})
+    trainer = make_trainer(tmp_path, recipe, stage=FinetuneStage(SELECTED))
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    assert trainer.trainable == ["body.2.weight", "body.2.bias", "tail.weight", "tail.bias"]
+    assert sum(len(g["params"]) for g in trainer.optimizer.param_groups) == 4
+    trainer.fit()
+    assert _changed_parameters(before, trainer.model) == set(trainer.trainable)
+
+
+def test_finetune_ranking_selects_top_layers(tmp_path):
+    ranking = tmp_path / "ranking.txt"
+    ranking.write_text("tail\nbody.0\nhead\nbody.2\n")
+    recipe = tiny_recipe(stage="finetune", finetune={"ranking": str(ranking), "ratio": 0.5})
+    from ramir.training.engine import build_stage
+
+    stage = build_stage(recipe_from_dict(recipe), toy())
+    assert stage.layers == ["tail", "body.0"]
+    with pytest.raises(ConfigError, match="not in this network"):
+        make_trainer(tmp_path, recipe, stage=FinetuneStage(["tail", "neck"]))
+
+
+def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        _run_reference_steps(Path(out_dir), rank, world)
+    finally:
+        dist.destroy_process_group()
+
+
+def _run_reference_steps(out: Path, rank: int, world: int) -> None:
+    """Two pre-training steps (gradients of the second) and one fine-tuning step (changed parameters)
+    on the same global batches of 8, split over ``world`` processes."""
+    pre = tiny_recipe(schedule={"iterations": 2}, train={"batch_size": 8 // world},
+                      mask={"per_sample": True})
+    trainer = make_trainer(out / f"pre{world}", pre, stage=PretrainStage(per_sample=True, seed=3))
+    trainer.fit()
+    grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+    ft = tiny_recipe(stage="finetune", schedule={"iterations": 1}, train={"batch_size": 8 // world})
+    tuned = make_trainer(out / f"ft{world}", ft, stage=FinetuneStage(SELECTED))
+    before = {n: p.detach().clone() for n, p in tuned.model.named_parameters()}
+    tuned.fit()
+    if rank == 0:
+        result = {"grads": grads, "changed": sorted(_changed_parameters(before, tuned.model)),
+                  "ddp": type(tuned.net).__name__, "weights": _weights(tuned), "unused": trainer.unused}
+        torch.save(result, out / f"result{world}.pt")
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    _run_reference_steps(tmp_path, 0, 1)
+    two, one = torch.load(tmp_path / "result2.pt"), torch.load(tmp_path / "result1.pt")
+    assert two["ddp"] == "DistributedDataParallel" and one["ddp"] == "Toy"
+    assert two["unused"] == one["unused"] == ["spare"]  # frozen before wrapping
+    assert two["grads"].keys() == one["grads"].keys() and len(one["grads"]) == 8
+    for name, g in one["grads"].items():
+        assert torch.allclose(two["grads"][name], g, atol=1e-6, rtol=1e-5), name
+        assert g.abs().max() > 1e-4
+    expected = ["body.2.bias", "body.2.weight", "tail.bias", "tail.weight"]
+    assert one["changed"] == expected and two["changed"] == expected
+    _assert_same(one["weights"], two["weights"], tol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------------
+# command line errors: one line, exit 2, before anything heavy is built
+
+
+def test_cli_reports_recipe_errors(tmp_path, capsys):
+    from ramir.cli import main
+
+    finetune = tmp_path / "ft.yaml"
+    finetune.write_text(yaml.safe_dump(tiny_recipe(stage="finetune", model={"name": "ram-swinir-small"},
+                                                   data={"train": {"sources": []}})))
+    assert main(["pretrain", str(finetune)]) == 2
+    assert "is a finetune recipe; use `ramir finetune`" in capsys.readouterr().err
+    assert main(["finetune", str(finetune)]) == 2
+    assert "needs a MAC ranking" in capsys.readouterr().err
+    assert main(["finetune", str(finetune), "--ranking", str(tmp_path / "missing.json")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["finetune", str(finetune), "--set", "finetune.ratoi=0.2"]) == 2
+    assert "unknown recipe key 'finetune.ratoi'" in capsys.readouterr().err
+    assert main(["finetune", str(finetune), "--init", str(tmp_path / "none.safetensors")]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
