@@ -41,7 +41,7 @@ def measure(model_name: str, size: int, threads: int, repeats: int, straightforw
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["ram-swinir", "promptir"])
+    p.add_argument("--models", nargs="+", default=["ram-swinir", "promptir", "nafnet-s"])
     p.add_argument("--sizes", nargs="+", type=int, default=[256, 512])
     p.add_argument("--threads", type=int, nargs="+", default=[2])
     p.add_argument("--repeats", type=int, default=3)

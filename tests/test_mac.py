@@ -293,7 +293,7 @@ def test_memory_estimate_and_batch_suggestion():
     assert layer_output_bytes(model, x) == per_point
     assert suggest_batch_steps(model, x, 0) == 1
     assert suggest_batch_steps(model, x, 10**12) == 16
-    assert suggest_batch_steps(model, x, int(7.2 * per_point)) == 2
+    assert suggest_batch_steps(model, x, int(9.6 * per_point)) == 2
 
 
 def test_pixel_orders_come_from_the_generator():
@@ -501,6 +501,11 @@ def test_cli_random_and_errors(tmp_path, capsys):
     out = tmp_path / "random.json"
     assert main(["mac", str(ckpt), "--method", "random", "--seed", "3", "--out", str(out)]) == 0
     assert load_ranking(out) == ranking_from_scores(random_scores(model, seed=3))
+    _write_images(tmp_path / "ok", [(16, 16)])
+    assert main(["mac", str(ckpt), "--images", str(tmp_path / "ok"), "--method", "ig", "--size", "16",
+                 "--steps", "3", "--out", str(out), "--quiet"]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["settings"]["method"] == "ig" and len(doc["ranking"]) == len(attributable_layers(model))
     (tmp_path / "empty").mkdir()
     assert main(["mac", str(ckpt), "--images", str(tmp_path / "empty"), "--out", str(out)]) == 2
     assert "no images" in capsys.readouterr().err

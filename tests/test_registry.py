@@ -9,7 +9,8 @@ import ramir
 from ramir.archs import MODEL_CONFIGS, network_spec
 
 # the full-size reference configs are covered by their own equivalence tests
-LIGHT = [n for n in ramir.list_models() if n not in {"ram-swinir", "promptir", "ram-promptir", "promptir-small"}]
+HEAVY = {"ram-swinir", "promptir", "ram-promptir", "promptir-small"}
+LIGHT = [n for n in ramir.list_models() if n not in HEAVY]
 
 
 @pytest.mark.parametrize("name", LIGHT)

@@ -22,6 +22,7 @@ from ramir.archs import network_spec
 from ramir.errors import RamirError
 from ramir.fileio import atomic_path
 from ramir.imagespace import ImageSpaceModel
+from ramir.inference import network_multiple
 
 
 @dataclass
@@ -31,17 +32,6 @@ class ExportReport:
     dynamic: bool
     max_abs_diff: float | None  # vs PyTorch on random inputs; None when onnxruntime is missing
     checked_sizes: list[tuple[int, int]]
-
-
-def size_multiple(network: nn.Module) -> int:
-    """The side-length multiple a network pads to internally (SwinIR window, PromptIR 16, NAFNet 2**levels)."""
-    spec = network_spec(network)
-    if spec is not None:
-        if spec.arch == "swinir":
-            return int(spec.kwargs.get("window_size", 7))
-        if spec.arch == "promptir":
-            return 16
-    return int(getattr(network, "size_multiple", 16))
 
 
 def export_onnx(
@@ -56,7 +46,7 @@ def export_onnx(
     overwrite: bool = False,
 ) -> ExportReport:
     """Write ``network`` (normalised space) as an ONNX graph on [0, 1] images of shape (N, 3, H, W)."""
-    multiple = size_multiple(network)
+    multiple = network_multiple(network)
     if tile % multiple:
         raise RamirError(f"tile {tile} is not a multiple of the network's size multiple {multiple}")
     path = Path(path)
@@ -104,7 +94,9 @@ def _attach_metadata(path: Path, network: nn.Module, *, tile: int | None, multip
     onnx.save(model, str(path))
 
 
-def verify_onnx(path: str | Path, network: nn.Module, sizes: list[tuple[int, int]], seed: int = 0) -> float | None:
+def verify_onnx(
+    path: str | Path, network: nn.Module, sizes: list[tuple[int, int]], seed: int = 0
+) -> float | None:
     """Largest absolute difference between onnxruntime and PyTorch over random images of ``sizes``."""
     try:
         import onnxruntime as ort

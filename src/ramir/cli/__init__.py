@@ -17,7 +17,19 @@ from ramir import __version__
 from ramir.errors import RamirError
 
 # sub-command modules under ramir.cli, in the order --help lists them
-COMMANDS = ["restore", "evaluate", "models", "info", "data", "pretrain", "mac", "finetune", "serve", "export"]
+COMMANDS = [
+    "demo",
+    "restore",
+    "evaluate",
+    "models",
+    "info",
+    "data",
+    "pretrain",
+    "mac",
+    "finetune",
+    "serve",
+    "export",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -94,12 +94,18 @@ def check_inputs(recipe: Recipe, *, model: bool = True, ranking: bool = True) ->
     """Fail fast, before any network or dataset is built, on missing checkpoint / ranking files."""
     if model and recipe.init_from is not None and not Path(recipe.init_from).is_file():
         raise CheckpointError(f"init_from: no such checkpoint: {recipe.init_from}")
-    if ranking and recipe.stage == "finetune":
+    if ranking and recipe.stage == "finetune" and not tunes_everything(recipe):
         path = recipe.finetune.ranking
         if not path:
             raise ConfigError("fine-tuning needs a MAC ranking: finetune.ranking (ramir finetune --ranking)")
         if not Path(path).is_file():
             raise ConfigError(f"finetune.ranking: no such file: {path}")
+
+
+def tunes_everything(recipe: Recipe) -> bool:
+    """``finetune.ratio: 1`` without a ranking trains every layer: full fine-tuning from ``init_from``,
+    or plain paired training (the paper's baseline) when there is no ``init_from``."""
+    return recipe.finetune.ranking is None and recipe.finetune.ratio >= 1.0
 
 
 def build_stage(recipe: Recipe, model: nn.Module) -> Stage:
@@ -108,6 +114,10 @@ def build_stage(recipe: Recipe, model: nn.Module) -> Stage:
         return PretrainStage(m.ratio, m.patch, m.per_sample, seed=recipe.train.seed)
     check_inputs(recipe, model=False)
     ft = recipe.finetune
+    if tunes_everything(recipe):
+        from ramir.layers import attributable_layers
+
+        return FinetuneStage(attributable_layers(model))
     return FinetuneStage(finetune_layers(model, ft.ranking, ft.ratio, ft.by))
 
 
@@ -447,7 +457,10 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Mean PSNR of the (EMA, if kept) network on ``val_set``, and of the degraded inputs."""
+        """Mean PSNR of the (EMA, if kept) network on ``val_set``, and of the degraded inputs.
+
+        The stage says how the network restores: whole images after fine-tuning, twin masks after
+        pre-training (a pre-trained network never saw an unmasked input)."""
         if self.val_set is None or not self.env.is_main:
             return {}
         net = self.ema.module if self.ema is not None else self.model
@@ -458,7 +471,7 @@ class Trainer:
             item = self.val_set[i]
             lq = item["lq"][None].to(self.device)
             gt = item["gt"][None].to(self.device)
-            restored = denormalize(net(normalize(lq)).float()).clamp(0.0, 1.0)
+            restored = denormalize(self.stage.predict(net, normalize(lq)).float()).clamp(0.0, 1.0)
             out_psnr.append(_psnr01(restored, gt))
             in_psnr.append(_psnr01(lq, gt))
         net.train(was_training)

@@ -5,7 +5,7 @@ wrapper) and what the network sees and is scored on (``loss``). Both work in Ima
 space, as the reference does: images arrive in [0, 1] and are normalised here.
 
 * :class:`PretrainStage` (RAM_SPEC §2): a fresh pixel mask every step, masked pixels set to 0 (the mean
-  colour), L1 counted on the masked pixels only.
+  colour), L1 counted on the masked pixels only; validated with twin masks (paper Fig. 4).
 * :class:`FinetuneStage` (RAM_SPEC §4): whole images, plain L1, only the MAC-selected layers trainable.
 """
 
@@ -19,7 +19,7 @@ from torch import nn
 
 from ramir.errors import ConfigError
 from ramir.imagespace import normalize
-from ramir.masking import apply_mask, batch_masks, masked_l1_loss
+from ramir.masking import apply_mask, batch_masks, masked_l1_loss, twin_mask_forward
 from ramir.training.sampling import derive_seed
 
 
@@ -33,6 +33,10 @@ class Stage(Protocol):
     def loss(self, net: nn.Module, lq: torch.Tensor, gt: torch.Tensor, step: int, rank: int, world: int
              ) -> torch.Tensor:
         """The training loss of one local batch ([0, 1] images) at optimisation ``step``."""
+        ...
+
+    def predict(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The stage's restoration of a normalised image, for validation."""
         ...
 
     def metadata(self) -> dict:
@@ -71,6 +75,13 @@ class PretrainStage:
         pred = net(apply_mask(normalize(lq), m))
         return masked_l1_loss(pred.float(), normalize(gt).float(), m)
 
+    def predict(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Validation of a pre-trained (not fine-tuned) network: the twin-mask forward of the paper's
+        Fig. 4, so every pixel is predicted in the masked regime it was trained in. The masks are fixed
+        (seeded by the image size) so validations at different iterations compare."""
+        g = torch.Generator().manual_seed(derive_seed(self.seed, "val-mask", *x.shape[-2:]))
+        return twin_mask_forward(net, x, self.ratio, g)
+
     def metadata(self) -> dict:
         return {"mask_ratio": self.ratio, "mask_patch": self.patch, "mask_per_sample": self.per_sample}
 
@@ -105,6 +116,9 @@ class FinetuneStage:
              world: int = 1) -> torch.Tensor:
         pred = net(normalize(lq))
         return F.l1_loss(pred.float(), normalize(gt).float())
+
+    def predict(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return net(x)
 
     def metadata(self) -> dict:
         return {"finetuned_layers": self.layers}
