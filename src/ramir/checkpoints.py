@@ -48,6 +48,7 @@ _UPSAMPLER_PREFIXES = ("conv_before_upsample.", "upsample.", "conv_up1.", "conv_
 _EXPECTED_KEYS = {
     "RAM-SwinIR": ("conv_first.weight", "mask_token", "layers.0.residual_group.blocks.0.attn.qkv.weight"),
     "PromptIR": ("patch_embed.proj.weight", "encoder_level1.0.attn.temperature", "prompt1.prompt_param"),
+    "NAFNet": ("intro.weight", "encoders.0.0.conv1.weight", "ending.weight"),
 }
 
 StateDict = dict[str, torch.Tensor]
@@ -448,9 +449,37 @@ def _detect_promptir(sd: Mapping[str, torch.Tensor]) -> NetworkSpec:
     return NetworkSpec("promptir", kwargs)
 
 
+def _looks_like_nafnet(sd: Mapping[str, torch.Tensor]) -> bool:
+    return "intro.weight" in sd and "ending.weight" in sd and any(k.startswith("downs.") for k in sd)
+
+
+def _detect_nafnet(sd: Mapping[str, torch.Tensor]) -> NetworkSpec:
+    """NAFNet: width from ``intro``, blocks per level from the block indices, expansions from conv shapes."""
+    width, in_chans = _shape(sd, "intro.weight", "NAFNet")[:2]
+    levels = _indices(sd, r"downs\.(\d+)\.", "NAFNet")  # every level has one, even without blocks
+
+    def blocks(prefix: str, level: int | None = None) -> int:
+        head = f"{prefix}.{level}." if level is not None else f"{prefix}."
+        return len({k[len(head):].split(".")[0] for k in sd if k.startswith(head) and k.endswith(".beta")})
+
+    enc = [blocks("encoders", i) for i in range(len(levels))]
+    dec = [blocks("decoders", i) for i in range(len(levels))]
+    first = next((k[: -len(".norm1.weight")] for k in sd if k.endswith(".norm1.weight")), None)
+    if first is None:
+        raise CheckpointError("looks like NAFNet but has no blocks (no '*.norm1.weight')")
+    ch = _shape(sd, f"{first}.norm1.weight", "NAFNet")[0]
+    kwargs: dict[str, Any] = {
+        "in_chans": in_chans, "width": width, "enc_blocks": enc, "middle_blocks": blocks("middle"),
+        "dec_blocks": dec, "dw_expand": _shape(sd, f"{first}.conv1.weight", "NAFNet")[0] // ch,
+        "ffn_expand": _shape(sd, f"{first}.conv4.weight", "NAFNet")[0] // ch,
+    }
+    return NetworkSpec("nafnet", kwargs)
+
+
 _DETECTORS = (
     ("swinir", _looks_like_swinir, _detect_swinir),
     ("promptir", _looks_like_promptir, _detect_promptir),
+    ("nafnet", _looks_like_nafnet, _detect_nafnet),
 )
 
 

@@ -1,0 +1,49 @@
+"""The compact NAFNet behind the default model: padding, detection from a bare state dict, layer list."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ramir
+from ramir.archs import network_spec
+from ramir.checkpoints import detect_architecture
+
+
+def _random(net: torch.nn.Module) -> torch.nn.Module:
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn_like(p) * 0.1)
+    return net.eval()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, dict(width=8, enc_blocks=[2, 0], middle_blocks=1, dec_blocks=[1, 3], ffn_expand=4),
+     dict(width=8, enc_blocks=[0], middle_blocks=0, dec_blocks=[1], dw_expand=1)],
+)
+def test_bare_state_dict_is_detected_and_rebuilt(kwargs):
+    net = _random(ramir.create_model("nafnet-s", **kwargs))
+    spec = detect_architecture(net.state_dict())
+    assert spec.arch == "nafnet"
+    for key, value in network_spec(net).kwargs.items():
+        assert spec.kwargs[key] == value
+    rebuilt = ramir.load_network({k: v.clone() for k, v in net.state_dict().items()})
+    x = torch.randn(1, 3, 21, 34)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), net(x))
+
+
+def test_padding_is_cropped_and_equals_explicit_reflect_padding():
+    net = _random(ramir.create_model("nafnet-s"))
+    x = torch.randn(1, 3, 21, 34)
+    padded = torch.nn.functional.pad(x, (0, 6, 0, 3), mode="reflect")
+    with torch.no_grad():
+        assert torch.allclose(net(x), net(padded)[..., :21, :34], atol=1e-6)
+
+
+def test_layers_are_convs_norms_and_blocks():
+    net = ramir.create_model("nafnet-s")
+    kinds = {type(net.get_submodule(n)).__name__ for n in ramir.attributable_layers(net)}
+    assert kinds == {"Conv2d", "LayerNorm2d", "NAFBlock"}
