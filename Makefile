@@ -9,7 +9,6 @@ STAMP  := $(VENV)/.installed
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -r requirements.lock
 	$(PIP) install -q --no-deps -e .
 	touch $(STAMP)
@@ -27,6 +26,10 @@ lint: $(STAMP)
 
 test: $(STAMP) browser lint
 	OMP_NUM_THREADS=2 $(VENV)/bin/pytest -q tests
+
+# Degrade scikit-image's bundled photos 7 ways and restore them with the embedded default model.
+demo: $(STAMP)
+	$(VENV)/bin/ramir demo --out demo-output
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

@@ -60,9 +60,11 @@ def main() -> None:
     print(f"{'model':<12} {'size':>5} {'thr':>3} {'path':<15} {'median s':>9} {'GFLOP':>8} {'GFLOP/s':>8} "
           f"{'% peak':>6} {'peak RSS MB':>11}")
     paths = [False, True] if args.straightforward else [False]
+    speedups = []
     for model in args.models:
         for size in args.sizes:
             for threads in args.threads:
+                medians = {}
                 for slow in paths:
                     extra = ["--straightforward"] if slow else []
                     r = run_isolated("benchmarks.forward_bench", ["--models", model, "--sizes", str(size),
@@ -72,8 +74,14 @@ def main() -> None:
                           f"{r['gflop']:>8.1f} {r['gflops_per_s']:>8.1f} "
                           f"{100 * r['gflops_per_s'] / peak:>5.1f}% "
                           f"{r['peak_rss_mb']:>11.0f}", flush=True)
+                    medians[r["path"]] = r["median_s"]
+                if len(medians) == 2:
+                    ratio = medians["straightforward"] / medians["fast"]
+                    speedups.append(f"{model} {size} {threads} thr: fast {ratio:.2f}x the straightforward")
     peak, how = peak_gflops(1)
     print(f"peak assumed: {how} = {peak:.1f} GFLOP/s per thread")
+    for line in speedups:  # separate processes, one after the other: on a busy machine prefer interleaving
+        print(line)
 
 
 if __name__ == "__main__":

@@ -30,3 +30,5 @@ ft study_random10 --ranking $P/ranking_random.json &
 ft study_ig10 --ranking $P/ranking_ig.json
 wait
 echo "all runs finished"
+# added after (b) and (e) had been measured: MAC top 30% (the paper's PromptIR ratio), run beside (c)/(d)
+ft study_mac30 --set finetune.ratio=0.3

@@ -329,3 +329,56 @@ def test_activation_checkpointing_gives_the_same_gradients():
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_band_wise_inference_equals_whole_maps(monkeypatch):
+    """Unobserved float32 inference runs each transformer block on bands of rows (with the 3x3 convs'
+    halo): same numbers as the whole-map path, which autograd or any hook forces; ragged last bands,
+    one-row bands and a batch included."""
+    from ramir.archs import promptir as promptir_mod
+
+    model = _tiny_model(num_blocks=(2, 1, 1, 1)).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # larger, varied weights so the blocks matter
+            p.copy_(torch.randn_like(p) * 0.1)
+    x = torch.randn(2, 3, 40, 56, generator=torch.Generator().manual_seed(5))
+    calls: Counter = Counter()
+    for cls in (promptir_mod.Attention, promptir_mod.FeedForward):
+        original = cls._forward_bands
+
+        def counting(self, *args, _original=original, _name=cls.__name__, **kwargs):
+            calls[_name] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "_forward_bands", counting)
+    whole = model(x).detach()  # autograd on: whole maps
+    assert not calls
+    outputs = {}
+    for pixels in (100, 56, 1):  # 1 -> one row per band at every level
+        monkeypatch.setattr(promptir_mod, "BAND_PIXELS", pixels)
+        with torch.no_grad():
+            outputs[pixels] = model(x)
+    blocks = sum(isinstance(m, promptir_mod.TransformerBlock) for m in model.modules())
+    assert calls == {"Attention": 3 * blocks, "FeedForward": 3 * blocks}
+    with torch.no_grad():
+        handle = model.encoder_level1[1].ffn.project_out.register_forward_hook(lambda m, i, o: None)
+        hooked = model(x)  # that block and its FFN run whole; its attention and the other blocks in bands
+        handle.remove()
+    assert calls == {"Attention": 4 * blocks, "FeedForward": 4 * blocks - 1}
+    scale = whole.abs().max().item()
+    for y in [*outputs.values(), hooked]:
+        assert _max_diff(y, whole) <= 1e-5 * scale
+    assert _max_diff(whole, torch.zeros_like(whole)) > 0
+
+
+def test_layer_outputs_keep_their_layout_under_inference_with_hooks():
+    """Hooks (as MAC uses them) always see whole maps, also without autograd."""
+    model = _tiny_model().eval()
+    shapes = {}
+    names = ("encoder_level1.0.attn.qkv", "encoder_level1.0.ffn.dwconv", "encoder_level1.0.norm1.body")
+    for name in names:
+        model.get_submodule(name).register_forward_hook(
+            lambda m, i, o, name=name: shapes.__setitem__(name, tuple(o.shape)))
+    with torch.no_grad():
+        model(torch.randn(1, 3, 32, 48))
+    assert shapes == {names[0]: (1, 144, 32, 48), names[1]: (1, 254, 32, 48), names[2]: (1, 32 * 48, 48)}

@@ -406,3 +406,54 @@ def test_unknown_keyword_is_an_error():
 def test_too_small_input_raises():
     with pytest.raises(ValueError, match="too small"):
         small_net()(torch.zeros(1, 3, 3, 30))
+
+
+def test_chunked_inference_equals_whole_maps(monkeypatch):
+    """Unobserved inference runs each block on groups of windows / tokens: same numbers as the whole-map
+    path (which any hook forces), for a batch, shifted windows with cached masks and ragged last pieces."""
+    net = small_net()
+    x = torch.randn(2, 3, 45, 70, generator=torch.Generator().manual_seed(7))  # padded to 48x72: 54 windows
+    calls = []
+    original = swinir_mod.SwinTransformerBlock._forward_chunked
+
+    def counting(self, *args, **kwargs):
+        calls.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(swinir_mod.SwinTransformerBlock, "_forward_chunked", counting)
+    monkeypatch.setattr(swinir_mod, "CHUNK_TOKENS", 320)  # pieces of 5 windows, the last one of 4
+    with torch.no_grad():
+        chunked = net(x)
+        assert len(calls) == 4  # every block of the two RSTBs
+        handle = net.layers[1].residual_group.blocks[0].mlp.fc2.register_forward_hook(lambda m, i, o: None)
+        observed_block = net(x)  # the hooked block runs whole, the others still in pieces
+        handle.remove()
+        assert len(calls) == 4 + 3
+        with straightforward_path():
+            slow = net(x)
+    whole = net(x).detach()  # autograd on: whole maps
+    assert len(calls) == 7
+    assert (chunked - whole).abs().max().item() <= 1e-5
+    assert (observed_block - whole).abs().max().item() <= 1e-5
+    assert (chunked - slow).abs().max().item() <= 1e-5
+
+
+def test_global_hooks_see_whole_layer_outputs():
+    """A global forward hook (as profilers and MAC-like tools use) disables the piecewise path."""
+    net = small_net()
+    shapes: dict[str, tuple] = {}
+    names = {m: n for n, m in net.named_modules()}
+
+    def hook(module, inputs, output):
+        if isinstance(output, torch.Tensor):
+            shapes[names.get(module, "?")] = tuple(output.shape)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            net(torch.randn(1, 3, 32, 48, generator=torch.Generator().manual_seed(8)))
+    finally:
+        handle.remove()
+    assert shapes["layers.0.residual_group.blocks.1.attn.qkv"] == (24, 64, 72)  # 4x6 windows, 3*24 channels
+    assert shapes["layers.0.residual_group.blocks.1.norm1"] == (1, 32 * 48, 24)
+    assert shapes["layers.0.residual_group.blocks.1.mlp.fc1"] == (1, 32 * 48, 48)

@@ -148,8 +148,9 @@ def test_overrides_and_base_inheritance(tmp_path):
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_recipes_validate(path):
     r = load_recipe(path)
-    assert r.stage in path.name and r.data.get("train")
-    if "cpu_tiny" not in path.name:
+    assert r.data.get("train")
+    if path.name.startswith("ram_"):  # the paper's recipes
+        assert r.stage in path.name
         assert r.train.batch_size * 8 in (32, 96)  # per-GPU batch of the paper's 8-GPU runs
 
 

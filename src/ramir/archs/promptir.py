@@ -12,6 +12,12 @@ Written from the paper and the fixtures' description; module and parameter names
 so its checkpoints load (the original's unused `chnl_reduce*` / `reduce_noise_channel*` convs are not
 built, as in RAM). The network works on ImageNet-normalised NCHW input and pads/crops internally; it has
 no mask argument and no `mask_token`: masking happens outside the network (`ramir.masking`).
+
+Execution: the fast path runs float32 channels-last on CPU; at inference (no autograd) a transformer
+block that no hook observes runs band by band over rows (`BAND_PIXELS`, with the one-row halo its 3x3
+depthwise convs read; MDTA accumulates q k^T and the norms over bands), so no 2x-hidden or 3C-channel
+map is ever allocated whole. Hooks always see whole tensors. `ramir.archs.common.straightforward_path`
+selects the literal NCHW implementation, kept for benchmarks and tests.
 """
 
 from __future__ import annotations
@@ -33,6 +39,38 @@ PAD_MULTIPLE = 16  # as the reference (8 would do for the three 2x down-sampling
 
 class PromptIRConfigError(ConfigError, ValueError):
     """An impossible PromptIR configuration (a ValueError too, for callers outside the CLI)."""
+
+
+# Pixels per band of rows when an unobserved block, attention or FFN runs piecewise at inference.
+BAND_PIXELS = 4096
+
+
+def _observed(module: nn.Module) -> bool:
+    """Whether a hook could see a submodule's input or output (MAC, tracing, debugging tools): only
+    unobserved modules may run their children on pieces of the map."""
+    from torch.nn.modules import module as torch_module
+
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return True
+    if (torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks
+            or torch_module._global_backward_hooks or torch_module._global_backward_pre_hooks):
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+               for m in module.modules())
+
+
+def _bands(h: int, w: int) -> list[tuple[int, int, int, int]]:
+    """(r0, r1, lo, hi): bands of rows [r0, r1) of about BAND_PIXELS pixels and the rows [lo, hi) a
+    3x3 conv needs to compute them (one more on each side inside the map)."""
+    rows = max(1, BAND_PIXELS // w)
+    return [(r0, min(r0 + rows, h), max(r0 - 1, 0), min(r0 + rows + 1, h)) for r0 in range(0, h, rows)]
+
+
+def _bands_allowed(module: nn.Module, x: torch.Tensor) -> bool:
+    """Band-wise execution: fast path, CPU channels-last inference, no hook on the module's tree."""
+    return (x.device.type == "cpu" and _is_channels_last(x) and x.shape[-2] > 1
+            and not straightforward_path_enabled()
+            and not torch.is_grad_enabled() and not _observed(module))
 
 
 def _is_channels_last(x: torch.Tensor) -> bool:
@@ -103,11 +141,38 @@ class FeedForward(nn.Module):
         self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _bands_allowed(self, x):
+            return self._forward_bands(x)
         x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
-        if _is_channels_last(x):
-            # In channels-last the half is strided; erf-GELU runs about 2x faster on a dense copy.
-            x1 = x1.contiguous(memory_format=torch.channels_last)
-        return self.project_out(F.gelu(x1) * x2)
+        if not _is_channels_last(x):
+            return self.project_out(F.gelu(x1) * x2)
+        # In channels-last the half is strided; erf-GELU runs about 2x faster on a dense copy. Without
+        # autograd that copy, ours alone, also takes the GELU and the gate in place (no fresh buffers).
+        x1 = x1.contiguous(memory_format=torch.channels_last)
+        if torch.is_grad_enabled():
+            return self.project_out(F.gelu(x1) * x2)
+        return self.project_out(torch.ops.aten.gelu_(x1).mul_(x2))
+
+    def _forward_bands(
+        self, x: torch.Tensor, norm: nn.Module | None = None, residual: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Inference when no hook watches: the same FFN (of ``norm(x)`` if given, plus ``residual`` if
+        given) on bands of rows and the one-row halo the 3x3 depthwise conv reads, so the 2 x hidden
+        intermediates stay a few MB instead of 100+ MB at 256x256. Every output pixel comes from the
+        same inputs through the same operations; the image borders get the conv's zero padding."""
+        b, _, h, w = x.shape
+        out = torch.empty((b, self.project_out.out_channels, h, w), dtype=x.dtype, device=x.device,
+                          memory_format=torch.channels_last)
+        for r0, r1, lo, hi in _bands(h, w):
+            band = x[:, :, lo:hi] if norm is None else norm(x[:, :, lo:hi])
+            t = self.dwconv(self.project_in(band))[:, :, r0 - lo : r1 - lo]
+            x1, x2 = t.chunk(2, dim=1)
+            gated = torch.ops.aten.gelu_(x1.contiguous(memory_format=torch.channels_last)).mul_(x2)
+            if residual is None:
+                out[:, :, r0:r1] = self.project_out(gated)
+            else:
+                torch.add(residual[:, :, r0:r1], self.project_out(gated), out=out[:, :, r0:r1])
+        return out
 
 
 class Attention(nn.Module):
@@ -128,6 +193,8 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
+        if _bands_allowed(self, x):
+            return self._forward_bands(x)
         qkv = self.qkv_dwconv(self.qkv(x))
         d = c // self.num_heads
         if straightforward_path_enabled():
@@ -139,10 +206,52 @@ class Attention(nn.Module):
         qk = tokens[:, :, :2]
         norms = (qk * qk).sum(dim=1).sqrt()  # (B, 2, heads, C/heads): |q_j| and |k_j| over pixels
         q, k, v = (t.permute(0, 2, 3, 1) for t in tokens.unbind(2))  # (B, heads, C/heads, HW)
-        out = self._attend_fast(q, k, v, norms[:, 0], norms[:, 1]).reshape(b, c, h, w)
-        if _is_channels_last(x):
-            out = out.contiguous(memory_format=torch.channels_last)
-        return self.project_out(out)
+        weights = self._attention_weights(q, k, norms[:, 0], norms[:, 1])
+        if not _is_channels_last(x):
+            return self.project_out((weights @ v).reshape(b, c, h, w))
+        # (weights v)^T = v^T weights^T comes out pixel-major, (B, heads, HW, C/heads): with one head
+        # that already is the channels-last map, with more one copy makes it so.
+        out = torch.matmul(v.transpose(-2, -1), weights.transpose(-2, -1)).transpose(1, 2)
+        out = out.reshape(b, h, w, c).permute(0, 3, 1, 2)
+        return self.project_out(out.contiguous(memory_format=torch.channels_last))
+
+    def _forward_bands(
+        self, x: torch.Tensor, norm: nn.Module | None = None, residual: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Inference when no hook watches: MDTA (of ``norm(x)`` if given, plus ``residual`` if given)
+        band by band. A first pass makes q, k, v per band of rows (with the depthwise conv's one-row
+        halo), accumulating the (C/h x C/h) products q k^T and the squared norms and keeping only v; a
+        second applies the attention and ``project_out`` per band. The 3C-channel maps never exist
+        whole (75 MB each at 256x256 for 96 channels)."""
+        b, c, h, w = x.shape
+        heads = self.num_heads
+        d = c // heads
+        gram = x.new_zeros(b, heads, d, d)
+        squares = x.new_zeros(b, 2, heads, d)
+        v_all = x.new_empty(b, h, w, heads, d)  # pixel-major v
+        bands = _bands(h, w)
+        for r0, r1, lo, hi in bands:
+            band = x[:, :, lo:hi] if norm is None else norm(x[:, :, lo:hi])
+            qkv = self.qkv_dwconv(self.qkv(band))[:, :, r0 - lo : r1 - lo]
+            tokens = qkv.permute(0, 2, 3, 1).reshape(b, (r1 - r0) * w, 3, heads, d)
+            qk = tokens[:, :, :2]
+            squares += (qk * qk).sum(dim=1)
+            q, k = (t.permute(0, 2, 3, 1) for t in qk.unbind(2))  # (B, heads, C/heads, pixels)
+            gram += q @ k.transpose(-2, -1)
+            v_all[:, r0:r1] = tokens[:, :, 2].reshape(b, r1 - r0, w, heads, d)
+        norms = squares.sqrt()
+        weights_t = self._weights_from_gram(gram, norms[:, 0], norms[:, 1]).transpose(-2, -1)
+        out = torch.empty((b, self.project_out.out_channels, h, w), dtype=x.dtype, device=x.device,
+                          memory_format=torch.channels_last)
+        for r0, r1, _, _ in bands:
+            v_t = v_all[:, r0:r1].reshape(b, -1, heads, d).transpose(1, 2)  # (B, heads, pixels, C/heads)
+            o = torch.matmul(v_t, weights_t).transpose(1, 2).reshape(b, r1 - r0, w, c).permute(0, 3, 1, 2)
+            o = self.project_out(o.contiguous(memory_format=torch.channels_last))
+            if residual is None:
+                out[:, :, r0:r1] = o
+            else:
+                torch.add(residual[:, :, r0:r1], o, out=out[:, :, r0:r1])
+        return out
 
     def _attend_literal(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """The paper's formula, step by step: normalise, q k^T * temperature, softmax, times v."""
@@ -153,14 +262,21 @@ class Attention(nn.Module):
         weights = weights / weights.sum(dim=-1, keepdim=True)
         return weights @ v
 
-    def _attend_fast(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_norm: torch.Tensor, k_norm: torch.Tensor
+    def _attention_weights(
+        self, q: torch.Tensor, k: torch.Tensor, q_norm: torch.Tensor, k_norm: torch.Tensor
     ) -> torch.Tensor:
-        """Same numbers without materialising normalised q and k: the (C/h x C/h) dot products of the
-        raw vectors are divided by the outer product of their norms (clamped like F.normalize)."""
+        """softmax over the (C/h x C/h) cosine similarities times temperature, without materialising
+        normalised q and k: the dot products of the raw vectors are divided by the outer product of their
+        norms (clamped like F.normalize)."""
+        return self._weights_from_gram(q @ k.transpose(-2, -1), q_norm, k_norm)
+
+    def _weights_from_gram(
+        self, gram: torch.Tensor, q_norm: torch.Tensor, k_norm: torch.Tensor
+    ) -> torch.Tensor:
+        """softmax(q k^T / (|q| |k|^T) * temperature) from the raw products q k^T."""
         q_norm, k_norm = q_norm.clamp_min(_NORMALIZE_EPS), k_norm.clamp_min(_NORMALIZE_EPS)
         scale = self.temperature / (q_norm.unsqueeze(-1) * k_norm.unsqueeze(-2))
-        return torch.softmax((q @ k.transpose(-2, -1)) * scale, dim=-1) @ v
+        return torch.softmax(gram * scale, dim=-1)
 
 
 class TransformerBlock(nn.Module):
@@ -176,6 +292,9 @@ class TransformerBlock(nn.Module):
         self.ffn = FeedForward(dim, ffn_expansion_factor, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _bands_allowed(self, x):  # LayerNorm is per pixel: it runs band by band too
+            x = self.attn._forward_bands(x, self.norm1, residual=x)
+            return self.ffn._forward_bands(x, self.norm2, residual=x)
         x = x + self.attn(self.norm1(x))
         return x + self.ffn(self.norm2(x))
 

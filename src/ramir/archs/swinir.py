@@ -15,10 +15,14 @@ layout of every module output that MAC hooks (attention layers in window layout 
 blocks in the cyclically shifted frame). Input and output are ImageNet-normalised NCHW tensors; the input
 is reflect-padded bottom/right to a multiple of the window size and the output cropped back.
 
-Two execution paths give the same numbers: the fast one (reshape/permute window partition, one
-``scaled_dot_product_attention`` call per block with bias + shift mask as ``attn_mask``, cached masks), and
-a straightforward literal one (per-window Python loops, explicit softmax) enabled by
-:func:`ramir.archs.common.straightforward_path`, kept only for benchmarks and tests.
+Two execution paths give the same numbers: the fast one (roll + window partition as one cached token
+gather, one ``scaled_dot_product_attention`` call per block with the position bias, the few shift-masked
+windows redone with bias + mask, cached masks; residual sums in place), and a straightforward literal one
+(per-window Python loops, explicit softmax) enabled by :func:`ramir.archs.common.straightforward_path`,
+kept only for benchmarks and tests. At CPU inference (no autograd) a block that no hook observes runs its
+modules on groups of windows (``CHUNK_TOKENS`` tokens): every operation is per token or per window, so
+the numbers are the same, and the intermediates stay in cache instead of being fresh 50-150 MB buffers
+(page faults and memory traffic dominated large inputs). Hooks always see whole tensors.
 
 Written for ramir from the papers and the reference's documented behaviour.
 """
@@ -147,6 +151,64 @@ def _cached_shift_mask(
     del inference
     mask = shifted_window_mask(h, w, window, shift, device, dtype)
     return mask, mixed_windows(h, w, window, shift).to(device)
+
+
+def window_order(h: int, w: int, window: int, shift: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token permutations between image order and (cyclically shifted) window order, for (H*W,) maps.
+
+    ``forward[j]`` is the image position of the j-th token of :func:`window_partition` applied to the map
+    rolled by ``-shift``; ``inverse`` undoes it. One ``index_select`` with them replaces roll + partition
+    (and merge + roll back), i.e. one copy instead of three per direction.
+    """
+    pos = torch.arange(h * w).view(1, h, w, 1)
+    if shift:
+        pos = torch.roll(pos, shifts=(-shift, -shift), dims=(1, 2))
+    forward = window_partition(pos, window).reshape(-1)
+    inverse = torch.empty_like(forward)
+    inverse[forward] = torch.arange(h * w)
+    return forward, inverse
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_window_order(
+    h: int, w: int, window: int, shift: int, device: torch.device, inference: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    del inference  # part of the key only (see _cached_shift_mask)
+    return tuple(t.to(device) for t in window_order(h, w, window, shift))
+
+
+# Tokens per chunk when a block may run its modules piecewise (see SwinTransformerBlock._forward_chunked):
+# 16 windows of 8x8, ~0.7 MB of 180-wide features, so that every intermediate stays in cache.
+CHUNK_TOKENS = 1024
+
+
+def _observed(module: nn.Module) -> bool:
+    """Whether a hook could see a submodule's input or output (MAC, tracing, debugging tools).
+
+    Only unobserved blocks may run their modules on pieces of the map: a hook must always see the whole
+    tensor in the documented layout.
+    """
+    from torch.nn.modules import module as torch_module
+
+    if (torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks
+            or torch_module._global_backward_hooks or torch_module._global_backward_pre_hooks):
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+               for m in module.modules())
+
+
+def _batch_rows(index: torch.Tensor, batch: int, length: int) -> torch.Tensor:
+    """Token indices of every image of a batch, as rows of the (B*L, C) view."""
+    if batch == 1:
+        return index
+    return (index + length * torch.arange(batch, device=index.device)[:, None]).reshape(-1)
+
+
+def _gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x.index_select(1, index)`` for (B, L, C) tokens, as a row gather of the 2-D view (CPU's dim-0
+    index_select copies whole rows; along dim 1 it is several times slower)."""
+    b, length, c = x.shape
+    return x.reshape(-1, c).index_select(0, _batch_rows(index, b, length)).view(b, -1, c)
 
 
 def _caching_allowed() -> bool:
@@ -393,20 +455,71 @@ class SwinTransformerBlock(nn.Module):
                 f"{length} tokens do not form a {h}x{w} map divisible by window {self.window_size}"
             )
         s, ws = self.shift_size, self.window_size
-        shortcut = x
-        x = self.norm1(x).view(b, h, w, c)
-        if s:
-            x = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
         mask, mask_windows = self.shift_mask(h, w, x.device, x.dtype)
+        # (on CPU only: a GPU wants the big batched kernels)
+        chunked = x.device.type == "cpu" and not (
+            self.training or torch.is_grad_enabled() or straightforward_path_enabled()
+            or not _caching_allowed() or _observed(self))
+        if chunked:
+            return self._forward_chunked(x, h, w, mask, mask_windows)
+        shortcut = x
+        x = self.norm1(x)
         if straightforward_path_enabled():
+            x = x.view(b, h, w, c)
+            if s:
+                x = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
             windows = torch.stack(window_partition_literal(x, ws))
             x = window_merge_literal(list(self.attn(windows, mask)), ws, h, w)
-        else:
-            x = window_merge(self.attn(window_partition(x, ws), mask, mask_windows), ws, h, w)
-        if s:
-            x = torch.roll(x, shifts=(s, s), dims=(1, 2))
-        x = shortcut + self.drop_path(x.reshape(b, h * w, c))
+            if s:
+                x = torch.roll(x, shifts=(s, s), dims=(1, 2))
+            x = shortcut + self.drop_path(x.reshape(b, h * w, c))
+            return x + self.drop_path(self.mlp(self.norm2(x)))
+        # roll + partition and merge + roll back as one token gather each (same tensors, fewer copies)
+        forward, inverse = self.window_order(h, w, x.device)
+        windows = _gather_tokens(x, forward).view(-1, ws * ws, c)
+        x = _gather_tokens(self.attn(windows, mask, mask_windows).view(b, h * w, c), inverse)
+        # The first residual sum goes into the gather's own copy (or drop_path's product), which no hook
+        # has seen: one fresh buffer less. x + y == y + x exactly in IEEE arithmetic.
+        x = self.drop_path(x).add_(shortcut)
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def _forward_chunked(
+        self, x: torch.Tensor, h: int, w: int, mask: torch.Tensor | None, mask_windows: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Inference when no hook watches: the same block, run on groups of windows (both halves).
+
+        Every operation is per token or per window, so the pieces give the same numbers as the whole;
+        the intermediates (qkv, scores, MLP hidden) stay a few MB instead of hundreds (at 256x256,
+        fresh buffers of 50-150 MB cost more in page faults and memory traffic than their arithmetic).
+        """
+        b, length, c = x.shape
+        n = self.window_size * self.window_size
+        forward, inverse = self.window_order(h, w, x.device)
+        if mask is not None and mask_windows is None:
+            mask_windows = mask.flatten(1).ne(0).any(1).nonzero().squeeze(1)
+        per = max(1, CHUNK_TOKENS // n)  # windows per piece
+        merged = torch.empty_like(x, memory_format=torch.contiguous_format)  # window order
+        for j0 in range(0, length // n, per):
+            j1 = min(j0 + per, length // n)
+            index = _batch_rows(forward[j0 * n : j1 * n], b, length)
+            shortcut = x.reshape(-1, c).index_select(0, index).view(b, -1, c)  # windows j0..j1 of each image
+            windows = self.norm1(shortcut).view(-1, n, c)
+            piece_mask = piece_windows = None
+            if mask is not None:
+                piece_mask = mask[j0:j1]
+                inside = (mask_windows >= j0) & (mask_windows < j1)
+                piece_windows = mask_windows[inside] - j0
+            y = self.attn(windows, piece_mask, piece_windows).view(b, -1, c).add_(shortcut)
+            # the MLP half is per token: run it on these tokens while they are in cache
+            torch.add(y, self.mlp(self.norm2(y)), out=merged[:, j0 * n : j1 * n])
+        return _gather_tokens(merged, inverse)
+
+    def window_order(self, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """This block's :func:`window_order` for an (h, w) map (cached unless tracing/compiling)."""
+        if not _caching_allowed():
+            return tuple(t.to(device) for t in window_order(h, w, self.window_size, self.shift_size))
+        return _cached_window_order(h, w, self.window_size, self.shift_size, torch.device(device),
+                                    torch.is_inference_mode_enabled())
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, input_resolution={self.input_resolution}, window_size={self.window_size}, "
