@@ -2,8 +2,10 @@
 # Evaluate one run of the reproduction study on the in-distribution and out-of-distribution suites,
 # 12 images per task (docs/reproduction.md):   benchmarks/eval_study.sh LABEL CHECKPOINT
 # The degraded inputs themselves, on the same images:   benchmarks/eval_study.sh input
+# SUITES (optional third argument, default "default_model ood") limits the suites.
 set -euo pipefail
-for suite in default_model ood; do
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # two evaluations run side by side on 2 cores
+for suite in ${3:-default_model ood}; do
   if [ "$1" = input ]; then what=(--baseline input); else what=(--model "$1=$2"); fi
   ramir evaluate --suite configs/eval/$suite.yaml "${what[@]}" --max-images 12 --crops 0 --tile 0 \
       --out "runs/eval/study_$1_$suite" --overwrite

@@ -31,6 +31,19 @@ def collect(folders: list[str]) -> tuple[dict[str, dict[str, float]], list[str]]
     return table, tasks
 
 
+def tuned_fraction(checkpoint: str) -> tuple[int, int, float]:
+    """(layers tuned, layers in all, fraction of parameters) of a fine-tuned ramir checkpoint."""
+    from ramir.checkpoints import load_network, read_header
+    from ramir.layers import attributable_layers
+
+    meta = json.loads(read_header(checkpoint).get("provenance", "{}"))
+    tuned = set(meta.get("finetuned_layers", []))
+    net = load_network(checkpoint)
+    layers = attributable_layers(net)
+    owned = {n: sum(p.numel() for p in net.get_submodule(n).parameters(recurse=False)) for n in layers}
+    return len(tuned), len(layers), sum(owned[n] for n in tuned) / sum(owned.values())
+
+
 def mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
@@ -40,7 +53,14 @@ def main() -> None:
     p.add_argument("folders", nargs="+")
     p.add_argument("--order", nargs="+", help="method labels in row order (default: as found)")
     p.add_argument("--ood", nargs="+", default=list(OOD_DEFAULT), help="out-of-distribution task names")
+    p.add_argument("--tuned", nargs="+", default=[], metavar="LABEL=CKPT",
+                   help="also print the layers / parameters each fine-tuned checkpoint trained")
     args = p.parse_args()
+
+    for item in args.tuned:
+        label, ckpt = item.split("=", 1)
+        n, total, frac = tuned_fraction(ckpt)
+        print(f"{label}: {n} of {total} layers tuned, {100 * frac:.1f}% of the parameters")
 
     table, tasks = collect(args.folders)
     methods = args.order or list(table)
