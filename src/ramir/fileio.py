@@ -21,12 +21,13 @@ def atomic_path(target: str | os.PathLike, *, overwrite: bool = True) -> Iterato
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    # mkstemp creates 0600 files; give the output the permissions a plain open() would have
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
+        # mkstemp creates 0600 files (and some writers recreate the file): give the output the
+        # permissions a plain open() would have, after the writer is done
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         if not overwrite:
             # link() fails if the target exists: no window in which another writer is clobbered.
             os.link(tmp_path, target)
