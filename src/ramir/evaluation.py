@@ -52,6 +52,26 @@ REFERENCE_CROP = 4
 # 0.6: 29.12/26.96/24.34, 0.8: 29.10/26.89/23.46, 1.0: 28.47/26.07/22.81 dB.
 NLM_H_PER_SIGMA = 0.6
 
+_SYNTHETIC = {  # kind -> (function in ramir.data.synthetic, keyword the level fixes)
+    "haze": ("random_haze", "beta"),
+    "rain": ("random_rain", "density"),
+    "low_light": ("random_low_light", "exposure"),
+    "motion": ("random_motion_blur", "length"),
+}
+
+
+def _default_range(kind: str) -> str:
+    """The range a synthetic degradation draws its level from when none is given, read from the
+    function's signature so that this help never drifts from ramir.data.synthetic."""
+    import inspect
+
+    from ramir.data import synthetic
+
+    fn_name, key = _SYNTHETIC[kind]
+    lo, hi = inspect.signature(getattr(synthetic, fn_name)).parameters[key].default
+    return f"default random in {lo:g}-{hi:g}"
+
+
 # degradation name -> what it is (shown in --help and in the report)
 DEGRADATIONS: dict[str, str] = {
     "noise": "additive Gaussian noise, LEVEL = sigma on 0-255 (paper: 15, 25, 50)",
@@ -60,16 +80,10 @@ DEGRADATIONS: dict[str, str] = {
     "poisson": "out of distribution: Poisson shot noise, LEVEL = strength (1 = one photon per level)",
     "speckle": "out of distribution: multiplicative noise, LEVEL = std (e.g. 0.1, 0.2)",
     "salt_pepper": "out of distribution: impulse noise, LEVEL = fraction of pixels (e.g. 0.01, 0.05)",
-    "haze": "synthetic haze, LEVEL = beta (thickness; default random in 0.6-2.2)",
-    "rain": "synthetic rain streaks, LEVEL = density (default random in 0.004-0.03)",
-    "low_light": "synthetic low light, LEVEL = exposure (default random in 0.03-0.25)",
-    "motion": "synthetic camera-shake blur, LEVEL = path length in px (default random in 5-25)",
-}
-_SYNTHETIC = {  # kind -> (function in ramir.data.synthetic, keyword the level fixes)
-    "haze": ("random_haze", "beta"),
-    "rain": ("random_rain", "density"),
-    "low_light": ("random_low_light", "exposure"),
-    "motion": ("random_motion_blur", "length"),
+    "haze": f"synthetic haze, LEVEL = beta (thickness; {_default_range('haze')})",
+    "rain": f"synthetic rain streaks, LEVEL = density ({_default_range('rain')})",
+    "low_light": f"synthetic low light, LEVEL = exposure ({_default_range('low_light')})",
+    "motion": f"synthetic camera-shake blur, LEVEL = path length in px ({_default_range('motion')})",
 }
 _ALIASES = {"lowlight": "low_light", "saltpepper": "salt_pepper", "sp": "salt_pepper", "gaussian": "noise"}
 # paired layouts tried, in order, when a task names none (see ramir.data.folders.LAYOUTS)
