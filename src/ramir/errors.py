@@ -21,3 +21,12 @@ class DataError(RamirError):
 
 class ConfigError(RamirError):
     """A recipe or override is invalid (unknown key, wrong type)."""
+
+
+def reject_unknown_keys(mapping: object, allowed: set[str] | frozenset[str], where: str) -> None:
+    """Raise ConfigError naming every key of ``mapping`` not in ``allowed``, and the allowed ones:
+    a typo in a recipe or suite must fail loudly, never be ignored."""
+    unknown = set(mapping) - set(allowed)  # type: ignore[arg-type]
+    if unknown:
+        valid = ", ".join(sorted(allowed)) or "none"
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {valid}")

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from ramir import metrics
-from ramir.errors import ConfigError, DataError
+from ramir.errors import ConfigError, DataError, reject_unknown_keys
 from ramir.fileio import atomic_path
 
 METRICS = ("psnr_reference", "ssim_reference", "psnr_skimage", "ssim_skimage")
@@ -255,11 +255,7 @@ def load_suite(path: str | Path, seed: int | None = None) -> Suite:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a suite is a mapping with a 'tasks' key")
-    unknown = set(data) - _SUITE_KEYS
-    if unknown:
-        raise ConfigError(
-            f"{path}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_SUITE_KEYS))}"
-        )
+    reject_unknown_keys(data, _SUITE_KEYS, str(path))
     base = path.parent
     suite = Suite(seed=data.get("seed"), max_images=data.get("max_images"))
     top_seed = seed if seed is not None else (suite.seed or 0)
@@ -269,9 +265,7 @@ def load_suite(path: str | Path, seed: int | None = None) -> Suite:
     for name, t in tasks.items():
         if not isinstance(t, dict):
             raise ConfigError(f"{path}: task {name!r} must be a mapping")
-        bad = set(t) - _TASK_KEYS
-        if bad:
-            raise ConfigError(f"{path}: task {name!r}: unknown key(s) {', '.join(sorted(bad))}")
+        reject_unknown_keys(t, _TASK_KEYS, f"{path}: task {name!r}")
         task_seed = int(t.get("seed", top_seed))
         level = t.get("level")
         if "clean" in t:

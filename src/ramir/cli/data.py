@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ramir.errors import ConfigError
+from ramir.errors import ConfigError, reject_unknown_keys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,9 +36,7 @@ def load_data_section(path: Path) -> dict:
     if not isinstance(cfg, dict) or not isinstance(cfg.get("data"), dict):
         raise ConfigError(f"{path}: no 'data:' section")
     data = cfg["data"]
-    unknown = set(data) - {"train", "val"}
-    if unknown:
-        raise ConfigError(f"{path}: data: unknown key(s) {', '.join(sorted(unknown))}; allowed: train, val")
+    reject_unknown_keys(data, {"train", "val"}, f"{path}: data")
     if not data:
         raise ConfigError(f"{path}: data: needs 'train' and/or 'val'")
     return data

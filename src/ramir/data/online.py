@@ -18,7 +18,7 @@ import numpy as np
 from ramir.data import degradations as deg
 from ramir.data import synthetic as syn
 from ramir.data.kernels import load_levin_kernels
-from ramir.errors import ConfigError
+from ramir.errors import ConfigError, reject_unknown_keys
 
 
 def identity(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -103,12 +103,7 @@ def build_degradation(
         raise ConfigError(f"unknown degradation kind {kind!r}; choose from {', '.join(DEGRADATION_KINDS)}")
     options = _options(kind)
     allowed = set(options) | ({"preset"} if kind in deg.PRESETS["paper"] else set())
-    unknown = set(spec) - allowed - {"kind"}
-    if unknown:
-        raise ConfigError(
-            f"degradation {kind!r}: unknown key(s) {', '.join(sorted(unknown))}; "
-            f"allowed: {', '.join(sorted(allowed)) or 'none'}"
-        )
+    reject_unknown_keys({k: v for k, v in spec.items() if k != "kind"}, allowed, f"degradation {kind!r}")
     params: dict[str, Any] = {}
     if "preset" in spec:
         if spec["preset"] not in deg.PRESETS:

@@ -52,7 +52,7 @@ from ramir.data.folders import (
 )
 from ramir.data.mixture import MixtureDataset
 from ramir.data.online import Degradation, build_degradation
-from ramir.errors import ConfigError, DataError, ImageError, RamirError
+from ramir.errors import ConfigError, DataError, ImageError, RamirError, reject_unknown_keys
 
 SOURCE_TYPES: dict[str, str] = {
     "clean": "a folder of clean images (searched recursively) made into pairs online by `degradation` "
@@ -125,11 +125,7 @@ def parse_source(entry: Any, *, base_dir: str | Path | None = None, where: str =
     """Validate one source mapping (unknown keys, types, layout names) and resolve its root."""
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: expected a mapping, got {entry!r}")
-    unknown = set(entry) - SOURCE_KEYS
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(SOURCE_KEYS))}"
-        )
+    reject_unknown_keys(entry, SOURCE_KEYS, where)
     # no type: paired when a paired layout is named, else clean (identity unless a degradation is given)
     stype = entry.get("type", "paired" if entry.get("layout", "folder") != "folder" else "clean")
     if stype not in SOURCE_TYPES:
@@ -196,11 +192,7 @@ def parse_split(
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: expected a mapping with 'sources', got {spec!r}")
     allowed = TRAIN_KEYS if train else VAL_KEYS if train is False else TRAIN_KEYS | VAL_KEYS
-    unknown = set(spec) - allowed
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}"
-        )
+    reject_unknown_keys(spec, allowed, where)
     entries = spec.get("sources")
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{where}.sources: expected a non-empty list of sources")
