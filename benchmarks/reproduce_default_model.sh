@@ -1,34 +1,23 @@
 #!/usr/bin/env bash
-# The default model and the small-scale test of the paper's claims (docs/default-model.md,
-# docs/reproduction.md), exactly as run. Each step resumes after a kill; run from the repository root
-# with the venv's `ramir` on PATH. Two jobs run at a time, one thread each (2-core machine).
+# The shipped default model (docs/default-model.md) and its plain-training baseline, exactly as run.
+# Each step resumes after a kill and is skipped once done; run from the repository root with the venv's
+# `ramir` on PATH. Two jobs run at a time, one thread each (2-core machine).
 set -euo pipefail
+export OMP_NUM_THREADS=1
 P=runs/default_pretrain
 # run a command unless the same command is already running (e.g. started by hand before this script)
 once() { pgrep -f -- "${*:1:3}" >/dev/null || "$@"; }
-MAC_ARGS=(--config configs/default_pretrain.yaml --per-source 5 --size 64 --steps 200 --threads 1 --quiet)
 
-# (a) plain paired training, same iterations as pre-training + fine-tuning   } in parallel
-# stage 1 of (b)-(e): MIM pre-training                                        }
+# baseline: plain paired training, as many iterations as pre-training + fine-tuning  } in parallel
+# stage 1: MIM pre-training                                                          }
 [ -f runs/default_plain/final.safetensors ] || once ramir finetune configs/default_plain.yaml --no-progress &
 [ -f $P/final.safetensors ] || once ramir pretrain configs/default_pretrain.yaml --no-progress
 while pgrep -f "ramir pretrain configs/default_pretrain.yaml" >/dev/null; do sleep 10; done
-# stage 2: MAC, and the paper's baselines (Integrated Gradients, random)
-[ -f $P/ranking_mac.json ] || ramir mac $P/final.safetensors "${MAC_ARGS[@]}" --out $P/ranking_mac.json \
-    --heatmap $P/mac_heatmap.png &
-[ -f $P/ranking_ig.json ] || ramir mac $P/final.safetensors "${MAC_ARGS[@]}" --method ig --out $P/ranking_ig.json
-[ -f $P/ranking_random.json ] || ramir mac $P/final.safetensors "${MAC_ARGS[@]}" --method random \
-    --out $P/ranking_random.json
+# stage 2: MAC ranking of the 89 layers on 45 crops (5 per source), T = 200
+[ -f $P/ranking_mac.json ] || ramir mac $P/final.safetensors --config configs/default_pretrain.yaml \
+    --per-source 5 --size 64 --steps 200 --threads 1 --quiet --out $P/ranking_mac.json --heatmap $P/mac_heatmap.png
+# stage 3: fine-tune the top 30 % of the ranking on whole images
+[ -f runs/default_finetune/final.safetensors ] || ramir finetune configs/default_finetune.yaml --no-progress
 wait
-# stage 3: (b) MAC top 10% = configs/default_finetune.yaml, (c) random 10%, (d) IG 10%, (e) all layers
-ft() { [ -f "runs/$1/final.safetensors" ] || ramir finetune configs/default_finetune.yaml --no-progress \
-    --set name="$1" "${@:2}"; }
-ft default_finetune &
-ft study_full100 --set finetune.ranking=null --set finetune.ratio=1.0
-wait
-ft study_random10 --ranking $P/ranking_random.json &
-ft study_ig10 --ranking $P/ranking_ig.json
-wait
-echo "all runs finished"
-# added after (b) and (e) had been measured: MAC top 30% (the paper's PromptIR ratio), run beside (c)/(d)
-ft study_mac30 --set finetune.ratio=0.3
+# ship: the fine-tuned weights (EMA + raw) become the package's default model
+echo "done: runs/default_finetune/final.safetensors"

@@ -47,3 +47,26 @@ def test_tile_must_match_the_window(tmp_path):
     net = _randomised("nafnet-s")
     with pytest.raises(RamirError, match="multiple"):
         export_onnx(net, tmp_path / "x.onnx", tile=30)
+
+
+def test_onnxruntime_backend_restores_like_pytorch(tmp_path, monkeypatch):
+    """`--backend onnxruntime`: same output as PyTorch on sizes off the network's multiple, whole and
+    tiled; the exported graph is cached and reused."""
+    monkeypatch.setenv("RAMIR_CACHE", str(tmp_path / "cache"))
+    net = _randomised("nafnet-s")
+    image = torch.rand(1, 3, 45, 70, generator=torch.Generator().manual_seed(1))
+    for tile in (0, 32):
+        ref = ramir.load(net, device="cpu", tile=tile).restore_tensor(image)
+        ort = ramir.load(net, device="cpu", tile=tile, backend="onnxruntime")
+        assert ort._forward.path.parent == tmp_path / "cache" / "onnx"
+        assert (ort.restore_tensor(image) - ref).abs().max() < 1e-4
+    cached = list((tmp_path / "cache" / "onnx").glob("*.onnx"))
+    assert len(cached) == 1  # the second load found the first one's graph
+
+
+def test_onnxruntime_backend_refuses_what_it_cannot_do():
+    net = _randomised("nafnet-s")
+    with pytest.raises(RamirError, match="fp32"):
+        ramir.load(net, device="cpu", precision="bf16", backend="onnxruntime")
+    with pytest.raises(RamirError, match="backend must be"):
+        ramir.load(net, device="cpu", backend="tensorrt")

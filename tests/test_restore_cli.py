@@ -154,6 +154,33 @@ def test_no_model_and_architecture_names_exit_2(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_onnxruntime_backend_from_the_cli(tmp_path, capsys, model, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("RAMIR_CACHE", str(tmp_path / "cache"))
+    from ramir.checkpoints import save_checkpoint
+
+    src = _img(tmp_path / "a.png")
+    naf = tmp_path / "naf.safetensors"
+    torch.manual_seed(0)
+    save_checkpoint(naf, ramir.create_model("nafnet-s", width=8))
+    code, _, err = _run(capsys, str(src), "-o", str(tmp_path / "t"), "--model", str(naf))
+    assert code == 0, err
+    code, _, err = _run(capsys, str(src), "-o", str(tmp_path / "o"), "--model", str(naf),
+                        "--backend", "onnxruntime")
+    assert code == 0, err
+    torch_out = np.asarray(Image.open(tmp_path / "t" / "a.png"), dtype=np.int16)
+    ort_out = np.asarray(Image.open(tmp_path / "o" / "a.png"), dtype=np.int16)
+    assert np.abs(torch_out - ort_out).max() <= 1  # 8-bit rounding of outputs equal within 1e-4
+    code, _, err = _run(capsys, str(src), "-o", str(tmp_path / "b"), "--model", str(naf), "--backend",
+                        "onnxruntime", "--precision", "bf16")
+    assert code == 2 and len(_ramir_lines(err)) == 1 and "fp32" in err
+    # SwinIR's windows cannot be traced with symbolic sizes: a one-line error, nothing written
+    code, _, err = _run(capsys, str(src), "-o", str(tmp_path / "b"), "--model", model,
+                        "--backend", "onnxruntime")
+    assert code == 2 and len(_ramir_lines(err)) == 1 and "--backend torch" in err
+    assert not (tmp_path / "b").exists()
+
+
 # ------------------------------------------------------------------------------------------------ names
 def test_names_suffix_skip_overwrite(tmp_path, capsys, model):
     src = _img(tmp_path / "in" / "photo.v2.png")

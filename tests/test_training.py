@@ -411,3 +411,57 @@ def test_cli_reports_recipe_errors(tmp_path, capsys):
     assert "unknown recipe key 'finetune.ratoi'" in capsys.readouterr().err
     assert main(["finetune", str(finetune), "--init", str(tmp_path / "none.safetensors")]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------
+# memory and compilation options
+
+
+@pytest.mark.parametrize("name, kw", [
+    ("nafnet-s", {}),
+    ("ram-swinir-small", dict(embed_dim=12, depths=[2], num_heads=[2])),
+    ("promptir-small", {}),
+])
+def test_activation_checkpointing_keeps_gradients(name, kw):
+    from ramir import create_model
+    from ramir.training.memory import checkpoint_blocks
+
+    torch.manual_seed(0)
+    plain = create_model(name, **kw)
+    with torch.no_grad():
+        for p in plain.parameters():  # NAFNet's zero residual scales would hide its blocks
+            p.add_(torch.randn_like(p) * 0.05)
+    ckpt = create_model(name, **kw)
+    ckpt.load_state_dict(plain.state_dict())
+    assert checkpoint_blocks(ckpt) > 0
+    x = torch.rand(1, 3, 32, 32)
+    for net in (plain, ckpt):
+        net.train()
+        (net(x) ** 2).mean().backward()
+    for (n, a), (_, b) in zip(plain.named_parameters(), ckpt.named_parameters()):
+        if a.grad is None:  # unused (SwinIR's mask_token)
+            assert b.grad is None, n
+            continue
+        assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-6), n
+    with pytest.raises(ConfigError, match="no known blocks"):
+        checkpoint_blocks(toy())
+
+
+def test_recipe_options_checkpointing_and_compile_fallback(tmp_path, monkeypatch):
+    """`train.compile` falls back to eager when compilation fails; the run's result is the eager one."""
+    import warnings
+
+    def broken_compile(module, *args, **kwargs):
+        def fail(*a, **k):
+            raise RuntimeError("no compiler here")
+
+        return fail
+
+    reference = make_trainer(tmp_path / "eager", tiny_recipe()).fit()
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compiled = make_trainer(tmp_path / "compiled", tiny_recipe(train={"compile": True})).fit()
+    assert any("torch.compile failed" in str(w.message) for w in caught)
+    eager_losses = [r["loss"] for r in reference.history if "loss" in r]
+    assert [r["loss"] for r in compiled.history if "loss" in r] == pytest.approx(eager_losses, rel=1e-6)

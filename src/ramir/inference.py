@@ -46,6 +46,7 @@ from ramir.errors import CheckpointError, ImageError, RamirError
 from ramir.imagespace import denormalize, normalize
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+BACKENDS = ("torch", "onnxruntime")
 DEFAULT_OVERLAP = 32
 DEFAULT_WEIGHTS = "default.safetensors"
 NO_DEFAULT_MODEL = (
@@ -435,14 +436,27 @@ class Restorer:
     precision: str = "fp32"
     twin_mask: bool = False
     name: str = ""
+    backend: str = "torch"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise RamirError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.backend not in BACKENDS:
+            raise RamirError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         self.network = self.network.to(self.device).eval()
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # tiles repeat one size: cuDNN's autotuning pays off
         self.multiple = network_multiple(self.network)
         self._bpp = bytes_per_pixel(self.network)
-        self._forward: nn.Module = TwinMaskNetwork(self.network) if self.twin_mask else self.network
+        self._forward: Callable[[torch.Tensor], torch.Tensor]
+        if self.backend == "onnxruntime":
+            if self.device.type != "cpu" or self.precision != "fp32" or self.twin_mask:
+                raise RamirError("the onnxruntime backend runs on the CPU in fp32 without --twin-mask")
+            from ramir.ort_backend import OnnxRuntimeNetwork
+
+            self._forward = OnnxRuntimeNetwork(self.network)
+        else:
+            self._forward = TwinMaskNetwork(self.network) if self.twin_mask else self.network
 
     @property
     def min_size(self) -> int:
@@ -587,6 +601,7 @@ def load(
     precision: str = "fp32",
     twin_mask: bool = False,
     allow_random: bool = False,
+    backend: str = "torch",
 ) -> Restorer:
     """A ready-to-use :class:`Restorer`.
 
@@ -595,6 +610,7 @@ def load(
     registered architecture name — refused unless ``allow_random`` since random weights restore nothing.
     ``device``: "auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:1", "mps".
     ``twin_mask``: restore with complementary masks (for models that were only MIM pre-trained).
+    ``backend``: "torch", or "onnxruntime" (CPU, fp32: the network is exported to ONNX once and cached).
     """
     from ramir.archs import ARCHITECTURES, MODEL_CONFIGS, create_model
 
@@ -626,5 +642,6 @@ def load(
                 f"{', '.join(sorted(MODEL_CONFIGS))})"
             )
     return Restorer(
-        network, dev, tile=tile, overlap=overlap, precision=precision, twin_mask=twin_mask, name=name
+        network, dev, tile=tile, overlap=overlap, precision=precision, twin_mask=twin_mask, name=name,
+        backend=backend,
     )

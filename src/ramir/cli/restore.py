@@ -96,6 +96,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="where the network runs (default: cuda > mps > cpu)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
                    help="compute precision (reduced precision falls back to fp32 if it fails)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
+                   help="run the network with PyTorch (default) or onnxruntime (CPU, fp32; exported once "
+                        "and cached)")
     p.add_argument("--twin-mask", action="store_true",
                    help="restore with complementary masks (for models that are only MIM pre-trained)")
     p.add_argument("--compare", action="store_true", help="also write NAME_compare.png: before | after")
@@ -218,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
         raise RamirError(f"--suffix must not contain a path separator: {args.suffix!r}")
     restorer = load(
         args.model, device=args.device, tile=args.tile, overlap=args.overlap, precision=args.precision,
-        twin_mask=args.twin_mask,
+        twin_mask=args.twin_mask, backend=args.backend,
     )
     outdir = Path(args.output if args.output is not None else DEFAULT_OUTDIR).expanduser()
     if args.output is None:

@@ -98,6 +98,8 @@ class TrainSection:
     save_every: int = 5000  # 0: save only the final weights
     keep_last: int = 3  # iteration checkpoints kept; 0 keeps all
     channels_last: bool = False
+    activation_checkpointing: bool = False  # recompute block activations in backward: less memory
+    compile: bool = False  # torch.compile the network; falls back to eager if compilation fails
     device: str = "auto"  # auto | cpu | cuda | cuda:N
 
 

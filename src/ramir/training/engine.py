@@ -43,6 +43,7 @@ from ramir.imagespace import denormalize, normalize
 from ramir.training import distributed
 from ramir.training.config import Recipe, dump_recipe
 from ramir.training.ema import ModelEma
+from ramir.training.memory import checkpoint_blocks
 from ramir.training.sampling import EpochSeededDataset, ResumableSampler, derive_seed
 from ramir.training.schedule import WarmupCosine
 from ramir.training.stages import FinetuneStage, PretrainStage, Stage, finetune_layers
@@ -259,6 +260,10 @@ class Trainer:
         model.to(self.device)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
+        if cfg.activation_checkpointing:
+            checkpoint_blocks(model)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed patch sizes: let cuDNN pick its fastest kernels
         self.unused = self._freeze_unused(model)
         self.model = model
         self.trainable = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -278,6 +283,10 @@ class Trainer:
         self.resumed_from: Path | None = None
         self._resume(resume)
         self.net = distributed.wrap(model, self.env, self.device)
+        self._eager_net: nn.Module | None = None
+        self._compile_checked = False
+        if cfg.compile:
+            self._eager_net, self.net = self.net, torch.compile(self.net)
 
         self.sampler = ResumableSampler(self.data, num_replicas=self.env.world_size, rank=self.env.rank,
                                         seed=cfg.seed)
@@ -491,6 +500,32 @@ class Trainer:
         if cfg.channels_last:
             lq = lq.contiguous(memory_format=torch.channels_last)
             gt = gt.contiguous(memory_format=torch.channels_last)
+        try:
+            loss = self._loss_and_backward(lq, gt, step)
+        except Exception as exc:  # torch.compile fails lazily, on the first call: fall back to eager
+            if self._eager_net is None or self._compile_checked:
+                raise
+            warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                          "training eagerly", stacklevel=2)
+            self.net, self._eager_net = self._eager_net, None
+            torch.manual_seed(derive_seed(cfg.seed, "step", step, self.env.rank))
+            loss = self._loss_and_backward(lq, gt, step)
+        self._compile_checked = True
+        if cfg.grad_clip > 0:
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return loss.detach()
+
+    def _loss_and_backward(self, lq: torch.Tensor, gt: torch.Tensor, step: int) -> torch.Tensor:
         self.net.train()
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
         autocast = (torch.autocast(device_type=self.device.type, dtype=amp_dtype) if amp_dtype is not None
@@ -498,22 +533,8 @@ class Trainer:
         with autocast:
             loss = self.stage.loss(self.net, lq, gt, step, self.env.rank, self.env.world_size)
         self.optimizer.zero_grad(set_to_none=True)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            if cfg.grad_clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            self.optimizer.step()
-        if self.ema is not None:
-            self.ema.update(self.model)
-        return loss.detach()
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        return loss
 
     def _batches(self) -> Iterator[dict[str, Any]]:
         """Batches from the current iteration on, epoch after epoch (each epoch a fresh loader)."""
