@@ -5,7 +5,7 @@ prints their tables and writes them, with the exact commands, to ``docs/performa
 idle machine: on 2 cores, anything else running distorts the figures badly.
 
     python -m benchmarks                 # everything (hours on 2 CPU cores: the reference configs are big)
-    python -m benchmarks --only forward  # one part: forward | mac | restore | train
+    python -m benchmarks --only forward  # one part: forward | mac | restore | train | backends
     python -m benchmarks --quick         # small settings, minutes: checks the harness, not the claims
 """
 
@@ -28,6 +28,7 @@ FULL = {
     "restore": ["benchmarks.tiled_restore_bench", "nafnet-s", "--allow-random", "--tile", "256", "512",
                 "--size", "6000x4000"],
     "train": ["benchmarks.train_bench", "--threads", "1", "2"],
+    "backends": ["benchmarks.backend_bench", "--threads", "1", "2"],
 }
 QUICK = {
     "forward": ["benchmarks.forward_bench", "--models", "nafnet-s", "ram-swinir-small", "--sizes", "256",
@@ -36,6 +37,7 @@ QUICK = {
     "restore": ["benchmarks.tiled_restore_bench", "nafnet-s", "--allow-random", "--tile", "256",
                 "--size", "1500x1000"],
     "train": ["benchmarks.train_bench", "--threads", "1"],
+    "backends": ["benchmarks.backend_bench", "--size", "256", "--threads", "1", "--repeats", "1"],
 }
 
 

@@ -3,6 +3,7 @@
     python -m benchmarks.train_bench                          # the CPU recipe (ram-swinir-small, 4 x 48x48)
     python -m benchmarks.train_bench --model ram-swinir       # the paper's network, 4 x 64x64, 3 iterations
     python -m benchmarks.train_bench --stage finetune         # top-10% layers of a random ranking
+    python -m benchmarks.train_bench --model ram-swinir --activation-checkpointing   # memory vs time
 
 One full engine step each: data item, pixel mask, forward, backward, Adam, EMA update. The data are
 seeded in-memory images (the recipe's folders are not needed), so the numbers measure the model and the
@@ -39,7 +40,8 @@ class SyntheticPairs(torch.utils.data.Dataset):
         return {"lq": lq, "gt": gt, "task": "noise"}
 
 
-def measure(model_name: str, stage: str, batch: int, patch: int, iterations: int, warmup: int) -> dict:
+def measure(model_name: str, stage: str, batch: int, patch: int, iterations: int, warmup: int,
+            checkpointing: bool = False, channels_last: bool = False) -> dict:
     from benchmarks.common import peak_rss_mb
     from ramir.archs import create_model
     from ramir.mac import random_scores, ranking_from_scores
@@ -50,6 +52,7 @@ def measure(model_name: str, stage: str, batch: int, patch: int, iterations: int
     recipe = load_recipe(ROOT / "configs" / f"cpu_tiny_{stage}.yaml")
     recipe.train.batch_size, recipe.train.threads = batch, 0
     recipe.schedule.iterations = warmup + iterations
+    recipe.train.activation_checkpointing, recipe.train.channels_last = checkpointing, channels_last
     torch.manual_seed(0)
     model = create_model(model_name)
     if stage == "pretrain":
@@ -71,6 +74,7 @@ def measure(model_name: str, stage: str, batch: int, patch: int, iterations: int
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"model": model_name, "stage": stage, "batch": batch, "patch": patch, "iterations": iterations,
+            "checkpointing": checkpointing, "channels_last": channels_last,
             "it_per_s": len(steady) / sum(steady), "s_per_it": sum(steady) / len(steady),
             "first_it_s": times[0], "params": params, "trainable": trainable, "peak_rss_mb": peak_rss_mb()}
 
@@ -84,6 +88,9 @@ def main() -> None:
     p.add_argument("--iterations", type=int, help="timed iterations (default: 20, or 3 for ram-swinir)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--activation-checkpointing", action="store_true",
+                   help="recompute block activations in the backward pass (less memory, more time)")
+    p.add_argument("--channels-last", action="store_true")
     p.add_argument("--json", action="store_true", help="(internal) measure one setting, print JSON")
     args = p.parse_args()
     big = args.model != "ram-swinir-small"
@@ -91,18 +98,24 @@ def main() -> None:
     iterations = args.iterations or (3 if big else 20)
     if args.json:
         torch.set_num_threads(args.threads[0])
-        print(json.dumps(measure(args.model, args.stage, args.batch, patch, iterations, args.warmup)))
+        print(json.dumps(measure(args.model, args.stage, args.batch, patch, iterations, args.warmup,
+                                 args.activation_checkpointing, args.channels_last)))
         return
 
     from benchmarks.common import cpu_model, run_isolated
 
+    extras = [f for f, on in (("activation checkpointing", args.activation_checkpointing),
+                              ("channels_last", args.channels_last)) if on]
     print(f"{cpu_model()}; torch {torch.__version__}; {args.model} {args.stage}, batch {args.batch} x "
-          f"{patch}x{patch}, {iterations} timed iterations after {args.warmup} warm-up")
+          f"{patch}x{patch}, {iterations} timed iterations after {args.warmup} warm-up"
+          + "".join(f"; {e}" for e in extras))
     print(f"{'threads':>7} {'it/s':>7} {'s/it':>7} {'first it s':>10} {'trainable':>16} {'peak RSS MB':>11}")
     for threads in args.threads:
         r = run_isolated("benchmarks.train_bench",
                          ["--model", args.model, "--stage", args.stage, "--batch", str(args.batch), "--patch",
-                          str(patch), "--iterations", str(iterations), "--warmup", str(args.warmup)], threads)
+                          str(patch), "--iterations", str(iterations), "--warmup", str(args.warmup)]
+                         + ["--activation-checkpointing"] * args.activation_checkpointing
+                         + ["--channels-last"] * args.channels_last, threads)
         share = f"{r['trainable']:,}/{r['params']:,}"
         print(f"{threads:>7} {r['it_per_s']:>7.2f} {r['s_per_it']:>7.3f} {r['first_it_s']:>10.3f} "
               f"{share:>16} {r['peak_rss_mb']:>11.0f}", flush=True)

@@ -476,6 +476,7 @@ class Trainer:
         was_training = net.training
         net.eval()
         out_psnr, in_psnr = [], []
+        per_task: dict[str, list[tuple[float, float]]] = {}
         for i in range(len(self.val_set)):  # type: ignore[arg-type]
             item = self.val_set[i]
             lq = item["lq"][None].to(self.device)
@@ -483,10 +484,15 @@ class Trainer:
             restored = denormalize(self.stage.predict(net, normalize(lq)).float()).clamp(0.0, 1.0)
             out_psnr.append(_psnr01(restored, gt))
             in_psnr.append(_psnr01(lq, gt))
+            per_task.setdefault(str(item.get("task", "val")), []).append((out_psnr[-1], in_psnr[-1]))
         net.train(was_training)
         if not out_psnr:
             return {}
-        return {"val_psnr": float(np.mean(out_psnr)), "val_psnr_input": float(np.mean(in_psnr))}
+        metrics = {"val_psnr": float(np.mean(out_psnr)), "val_psnr_input": float(np.mean(in_psnr))}
+        if len(per_task) > 1:  # one mixed average hides a task that gets worse: log each (output - input)
+            for task, pairs in sorted(per_task.items()):
+                metrics[f"val_gain/{task}"] = float(np.mean([o - i for o, i in pairs]))
+        return metrics
 
     # -- the loop -----------------------------------------------------------------------------------
 
