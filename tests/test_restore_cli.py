@@ -181,6 +181,31 @@ def test_onnxruntime_backend_from_the_cli(tmp_path, capsys, model, monkeypatch):
     assert not (tmp_path / "b").exists()
 
 
+def test_auto_backend_uses_onnxruntime_for_the_embedded_model_on_cpu(tmp_path, capsys, monkeypatch):
+    """Default `--backend auto`: onnxruntime for the embedded model on the CPU (measured ~3x faster),
+    PyTorch for any other model or precision; the two give the same image."""
+    import argparse
+
+    from ramir.cli.restore import _auto_backend
+
+    pytest.importorskip("onnxruntime")
+    if default_weights() is None:
+        pytest.skip("this build ships no default model")
+    base = dict(model=None, precision="fp32", twin_mask=False, device="cpu")
+    assert _auto_backend(argparse.Namespace(**base)) == "onnxruntime"
+    assert _auto_backend(argparse.Namespace(**{**base, "model": "x.safetensors"})) == "torch"
+    assert _auto_backend(argparse.Namespace(**{**base, "precision": "bf16"})) == "torch"
+    monkeypatch.setenv("RAMIR_CACHE", str(tmp_path / "cache"))
+    src = _img(tmp_path / "a.png", size=(67, 45))
+    assert _run(capsys, str(src), "-o", str(tmp_path / "auto"), "--device", "cpu")[0] == 0
+    assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 1
+    code = _run(capsys, str(src), "-o", str(tmp_path / "torch"), "--device", "cpu", "--backend", "torch")[0]
+    assert code == 0
+    a = np.asarray(Image.open(tmp_path / "auto" / "a.png"), dtype=np.int16)
+    b = np.asarray(Image.open(tmp_path / "torch" / "a.png"), dtype=np.int16)
+    assert np.abs(a - b).max() <= 1
+
+
 # ------------------------------------------------------------------------------------------------ names
 def test_names_suffix_skip_overwrite(tmp_path, capsys, model):
     src = _img(tmp_path / "in" / "photo.v2.png")

@@ -8,8 +8,11 @@ Every export is verified against PyTorch with onnxruntime when it is installed.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +57,7 @@ def export_onnx(
         raise RamirError(f"{path} exists; pass --overwrite to replace it")
     wrapped = ImageSpaceModel(network).eval()
     example = torch.rand(1, 3, tile, tile)
-    with atomic_path(path, overwrite=True) as tmp, warnings.catch_warnings():
+    with atomic_path(path, overwrite=True) as tmp, warnings.catch_warnings(), _quiet_exporter_logs():
         warnings.simplefilter("ignore")
         if dynamic:
             dim_h = torch.export.Dim("height", min=multiple, max=16384)
@@ -71,6 +74,19 @@ def export_onnx(
     if diff is not None and diff > tolerance:
         raise RamirError(f"ONNX output differs from PyTorch by {diff:.2e} (> {tolerance:.0e}); not trusted")
     return ExportReport(path, None if dynamic else tile, dynamic, diff, sizes)
+
+
+@contextlib.contextmanager
+def _quiet_exporter_logs() -> Iterator[None]:
+    """The torch.export-based exporter logs lines such as "torchvision is not installed" at WARNING
+    level on every export; they say nothing about this export, so users should not see them."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _attach_metadata(path: Path, network: nn.Module, *, tile: int | None, multiple: int) -> None:

@@ -76,12 +76,17 @@ class OnnxRuntimeNetwork:
         folder = cache if cache is not None else cache_dir()
         self.path = folder / f"{network_fingerprint(network)}.onnx"
         if not self.path.is_file():
-            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise RamirError(f"cannot create the ONNX cache {folder} ({exc}); set RAMIR_CACHE") from exc
             tile = self.multiple * max(1, -(-64 // self.multiple))
             try:
                 export_onnx(network.cpu().eval(), self.path, tile=tile, dynamic=True, overwrite=True)
             except RamirError:
                 raise
+            except OSError as exc:
+                raise RamirError(f"cannot write the ONNX cache in {folder} ({exc}); set RAMIR_CACHE") from exc
             except Exception as exc:  # torch.export cannot trace every network with symbolic sizes
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise RamirError(
