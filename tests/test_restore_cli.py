@@ -186,15 +186,17 @@ def test_auto_backend_uses_onnxruntime_for_the_embedded_model_on_cpu(tmp_path, c
     PyTorch for any other model or precision; the two give the same image."""
     import argparse
 
-    from ramir.cli.restore import _auto_backend
+    from ramir.cli.restore import _wants_onnxruntime
 
     pytest.importorskip("onnxruntime")
     if default_weights() is None:
         pytest.skip("this build ships no default model")
-    base = dict(model=None, precision="fp32", twin_mask=False, device="cpu")
-    assert _auto_backend(argparse.Namespace(**base)) == "onnxruntime"
-    assert _auto_backend(argparse.Namespace(**{**base, "model": "x.safetensors"})) == "torch"
-    assert _auto_backend(argparse.Namespace(**{**base, "precision": "bf16"})) == "torch"
+    base = dict(model=None, precision="fp32", twin_mask=False)
+    on_cpu = argparse.Namespace(device=torch.device("cpu"))
+    assert _wants_onnxruntime(argparse.Namespace(**base), on_cpu)
+    assert not _wants_onnxruntime(argparse.Namespace(**{**base, "model": "x.safetensors"}), on_cpu)
+    assert not _wants_onnxruntime(argparse.Namespace(**{**base, "precision": "bf16"}), on_cpu)
+    assert not _wants_onnxruntime(argparse.Namespace(**base), argparse.Namespace(device=torch.device("cuda")))
     monkeypatch.setenv("RAMIR_CACHE", str(tmp_path / "cache"))
     src = _img(tmp_path / "a.png", size=(67, 45))
     assert _run(capsys, str(src), "-o", str(tmp_path / "auto"), "--device", "cpu")[0] == 0

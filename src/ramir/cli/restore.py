@@ -208,33 +208,31 @@ def _say(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
-def _auto_backend(args: argparse.Namespace) -> str:
-    """onnxruntime where it was measured faster (the embedded model, CPU, fp32), else torch."""
+def _wants_onnxruntime(args: argparse.Namespace, restorer) -> bool:
+    """`--backend auto`: onnxruntime where it was measured faster (the embedded model, CPU, fp32)."""
     import importlib.util
 
-    from ramir.inference import _resolve_device
-
     if args.model is not None or args.precision != "fp32" or args.twin_mask:
-        return "torch"
+        return False
     if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
-        return "torch"
-    return "onnxruntime" if _resolve_device(args.device).type == "cpu" else "torch"
+        return False
+    return restorer.device.type == "cpu"
 
 
 def _load_restorer(args: argparse.Namespace):
+    import dataclasses
+
     from ramir.inference import load
 
-    kwargs = dict(device=args.device, tile=args.tile, overlap=args.overlap, precision=args.precision,
-                  twin_mask=args.twin_mask)
-    if args.backend != "auto":
-        return load(args.model, backend=args.backend, **kwargs)
-    backend = _auto_backend(args)
-    if backend == "onnxruntime":
-        try:
-            return load(args.model, backend="onnxruntime", **kwargs)
+    backend = "torch" if args.backend == "auto" else args.backend
+    restorer = load(args.model, device=args.device, tile=args.tile, overlap=args.overlap,
+                    precision=args.precision, twin_mask=args.twin_mask, backend=backend)
+    if args.backend == "auto" and _wants_onnxruntime(args, restorer):
+        try:  # the same loaded network, run by onnxruntime
+            return dataclasses.replace(restorer, backend="onnxruntime")
         except RamirError as exc:  # never worse than PyTorch: say why and go on without it
             _say(f"ramir: note: onnxruntime backend unavailable ({exc}); using PyTorch")
-    return load(args.model, backend="torch", **kwargs)
+    return restorer
 
 
 def run(args: argparse.Namespace) -> int:
