@@ -443,6 +443,15 @@ def test_activation_checkpointing_keeps_gradients(name, kw):
             assert b.grad is None, n
             continue
         assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-6), n
+    # eval mode with gradients (MAC): blocks run once, so forward hooks see each block a single time
+    calls = []
+    block = next(m for m in ckpt.modules() if getattr(m, "_ramir_checkpointed", False))
+    inner = next(m for m in block.modules() if m is not block and list(m.parameters(recurse=False)))
+    handle = inner.register_forward_hook(lambda *_: calls.append(1))  # a recomputation would call it twice
+    ckpt.eval()
+    (ckpt(x) ** 2).mean().backward()
+    handle.remove()
+    assert len(calls) == 1
     with pytest.raises(ConfigError, match="no known blocks"):
         checkpoint_blocks(toy())
 

@@ -32,7 +32,8 @@ def checkpoint_blocks(model: nn.Module, block_types: tuple[type[nn.Module], ...]
     """Make every module of ``block_types`` recompute its activations in the backward pass.
 
     Works on any ``nn.Module`` (pass your own block classes); returns how many blocks were wrapped.
-    Only training forwards (grad enabled) checkpoint: evaluation and MAC run the blocks as they are.
+    Only training forwards (train mode, grad enabled) checkpoint: evaluation and MAC (eval mode, where
+    forward hooks must see each block run once) run the blocks as they are.
     """
     types = block_types if block_types is not None else default_block_types(model)
     if not types:
@@ -43,16 +44,16 @@ def checkpoint_blocks(model: nn.Module, block_types: tuple[type[nn.Module], ...]
     count = 0
     for module in model.modules():
         if isinstance(module, types) and not getattr(module, "_ramir_checkpointed", False):
-            module.forward = _checkpointed(module.forward)
+            module.forward = _checkpointed(module, module.forward)
             module._ramir_checkpointed = True
             count += 1
     return count
 
 
-def _checkpointed(forward):
+def _checkpointed(module: nn.Module, forward):
     @functools.wraps(forward)
     def run(*args, **kwargs):
-        if not torch.is_grad_enabled():
+        if not (module.training and torch.is_grad_enabled()):
             return forward(*args, **kwargs)
         return checkpoint(forward, *args, use_reentrant=False, **kwargs)
 
