@@ -1,8 +1,10 @@
 """One entry point for every benchmark (``make bench`` / ``python -m benchmarks``).
 
 Runs the scripts below one after another (each in its own process, so peak-RSS figures are their own),
-prints their tables and writes them, with the exact commands, to ``docs/performance.md``. Benchmark an
-idle machine: on 2 cores, anything else running distorts the figures badly.
+prints their tables and writes them, with the exact commands, into ``docs/performance.md`` between the
+markers ``<!-- benchmarks: begin -->`` and ``<!-- benchmarks: end -->`` (appended when the page has none),
+so the hand-written sections of the page survive a run. Benchmark an idle machine: on 2 cores, anything
+else running distorts the figures badly.
 
     python -m benchmarks                 # everything (hours on 2 CPU cores: the reference configs are big)
     python -m benchmarks --only forward  # one part: forward | mac | restore | train | backends
@@ -21,6 +23,8 @@ import torch
 
 from benchmarks.common import cpu_model, peak_gflops
 from ramir.fileio import atomic_write_bytes
+
+BEGIN, END = "<!-- benchmarks: begin -->", "<!-- benchmarks: end -->"
 
 FULL = {
     "forward": ["benchmarks.forward_bench", "--threads", "1", "2", "--straightforward"],
@@ -41,6 +45,20 @@ QUICK = {
 }
 
 
+def merge_report(path: str, report: str) -> str:
+    """The page at ``path`` with ``report`` between the markers (replacing the previous run's)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            page = f.read()
+    except FileNotFoundError:
+        page = "# Performance\n"
+    block = f"{BEGIN}\n{report.rstrip()}\n{END}\n"
+    if BEGIN in page and END in page:
+        head, rest = page.split(BEGIN, 1)
+        return head + block + rest.split(END, 1)[1].lstrip("\n")
+    return page.rstrip("\n") + "\n\n" + block
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", nargs="+", choices=list(FULL), default=list(FULL))
@@ -51,7 +69,7 @@ def main() -> None:
     plan = QUICK if args.quick else FULL
     peak, how = peak_gflops(1)
     sections = [
-        "# Performance\n",
+        "## One run of every benchmark\n",
         f"Written by `python -m benchmarks {' '.join(sys.argv[1:])}` on "
         f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC.\n",
         f"Machine: {cpu_model()}, torch {torch.__version__}. Peak fp32 assumed: {how} = {peak:.1f} GFLOP/s "
@@ -70,7 +88,7 @@ def main() -> None:
         body = run.stdout if not run.returncode else run.stdout + "\nFAILED:\n" + run.stderr[-3000:]
         sections.append(f"## {part}\n\n`{shown}`\n\n```\n{body.rstrip()}\n```\n")
     if args.out != "-":
-        atomic_write_bytes(args.out, "\n".join(sections).encode())
+        atomic_write_bytes(args.out, merge_report(args.out, "\n".join(sections)).encode())
         print(f"\nwrote {args.out}")
     sys.exit(1 if failed else 0)
 

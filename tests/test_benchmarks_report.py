@@ -1,0 +1,28 @@
+"""`python -m benchmarks` writes its tables into docs/performance.md without erasing the hand-written text."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root holds `benchmarks`
+
+from benchmarks.__main__ import BEGIN, END, merge_report
+
+
+def test_report_is_appended_then_replaced_between_markers(tmp_path):
+    page = tmp_path / "performance.md"
+    page.write_text("# Performance\n\nHand-written notes.\n")
+    first = merge_report(str(page), "## One run\nfirst table\n")
+    assert first.startswith("# Performance\n\nHand-written notes.\n")
+    assert first.count(BEGIN) == 1 and "first table" in first
+    page.write_text(first + "\nMore notes after the run.\n")
+    second = merge_report(str(page), "## One run\nsecond table\n")
+    assert "first table" not in second and "second table" in second
+    assert second.count(BEGIN) == 1 and second.count(END) == 1
+    assert "Hand-written notes." in second and "More notes after the run." in second
+
+
+def test_missing_page_gets_a_title(tmp_path):
+    text = merge_report(str(tmp_path / "none.md"), "table")
+    assert text.startswith("# Performance\n") and f"{BEGIN}\ntable\n{END}" in text
