@@ -76,7 +76,7 @@ def main() -> None:
         "per core.\n",
     ]
     failed = False
-    for part in args.only:
+    for i, part in enumerate(args.only):
         cmd = [sys.executable, "-m", *plan[part]]
         shown = "python -m " + " ".join(shlex.quote(c) for c in plan[part])
         print(f"\n## {part}: {shown}", flush=True)
@@ -86,9 +86,13 @@ def main() -> None:
             failed = True
             print(run.stderr[-3000:], file=sys.stderr)
         body = run.stdout if not run.returncode else run.stdout + "\nFAILED:\n" + run.stderr[-3000:]
-        sections.append(f"## {part}\n\n`{shown}`\n\n```\n{body.rstrip()}\n```\n")
+        sections.append(f"### {part}\n\n`{shown}`\n\n```\n{body.rstrip()}\n```\n")
+        if args.out != "-":  # after every part, so a run stopped half-way keeps what it measured
+            pending = args.only[i + 1 :]
+            note = f"Not run yet (the run was still going or was stopped): {', '.join(pending)}.\n"
+            tail = [note] if pending else []
+            atomic_write_bytes(args.out, merge_report(args.out, "\n".join(sections + tail)).encode())
     if args.out != "-":
-        atomic_write_bytes(args.out, merge_report(args.out, "\n".join(sections)).encode())
         print(f"\nwrote {args.out}")
     sys.exit(1 if failed else 0)
 
