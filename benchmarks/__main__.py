@@ -24,12 +24,13 @@ import torch
 from benchmarks.common import cpu_model, peak_gflops
 from ramir.fileio import atomic_write_bytes
 
+DEFAULT_WEIGHTS = "src/ramir/weights/default.safetensors"  # the shipped model (run from the repository root)
 BEGIN, END = "<!-- benchmarks: begin -->", "<!-- benchmarks: end -->"
 
 FULL = {
     "forward": ["benchmarks.forward_bench", "--threads", "1", "2", "--straightforward"],
     "mac": ["benchmarks.mac_bench", "--model", "ram-swinir", "--steps", "200"],
-    "restore": ["benchmarks.tiled_restore_bench", "nafnet-s", "--allow-random", "--tile", "256", "512",
+    "restore": ["benchmarks.tiled_restore_bench", DEFAULT_WEIGHTS, "--tile", "256", "512",
                 "--size", "6000x4000"],
     "train": ["benchmarks.train_bench", "--threads", "1", "2"],
     "backends": ["benchmarks.backend_bench", "--threads", "1", "2"],
@@ -38,8 +39,7 @@ QUICK = {
     "forward": ["benchmarks.forward_bench", "--models", "nafnet-s", "ram-swinir-small", "--sizes", "256",
                 "--threads", "1", "--repeats", "2", "--straightforward"],
     "mac": ["benchmarks.mac_bench", "--model", "ram-swinir-small", "--steps", "16", "--batch-steps", "8"],
-    "restore": ["benchmarks.tiled_restore_bench", "nafnet-s", "--allow-random", "--tile", "256",
-                "--size", "1500x1000"],
+    "restore": ["benchmarks.tiled_restore_bench", DEFAULT_WEIGHTS, "--tile", "256", "--size", "1500x1000"],
     "train": ["benchmarks.train_bench", "--threads", "1"],
     "backends": ["benchmarks.backend_bench", "--size", "256", "--threads", "1", "--repeats", "1"],
 }
