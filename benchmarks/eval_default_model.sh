@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The measurements of docs/default-model.md: the shipped model against the degraded input, OpenCV
-# non-local means and the same network trained by plain paired training with the same compute, on the
+# non-local means and the same network trained by plain paired training for as many iterations, on the
 # full test sets; then out-of-distribution noises. Run from the repository root after
 # benchmarks/reproduce_default_model.sh (two evaluations side by side, one thread each).
 set -euo pipefail
