@@ -3,12 +3,15 @@
 Runs the scripts below one after another (each in its own process, so peak-RSS figures are their own),
 prints their tables and writes them, with the exact commands, into ``docs/performance.md`` between the
 markers ``<!-- benchmarks: begin -->`` and ``<!-- benchmarks: end -->`` (appended when the page has none),
-so the hand-written sections of the page survive a run. Benchmark an idle machine: on 2 cores, anything
-else running distorts the figures badly.
+so the hand-written sections of the page survive a run. Each part's section carries its own command and
+time: ``--only`` replaces the sections of the parts it runs and keeps the others (a full run on 2 cores
+takes hours, so it can be done part by part). Benchmark an idle machine: on 2 cores, anything else
+running distorts the figures badly.
 
     python -m benchmarks                 # everything (hours on 2 CPU cores: the reference configs are big)
     python -m benchmarks --only forward  # one part: forward | mac | restore | train | backends
     python -m benchmarks --quick         # small settings, minutes: checks the harness, not the claims
+    python -m benchmarks --only forward --repeats 2   # fewer timed repeats (forward, backends)
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from ramir.fileio import atomic_write_bytes
 DEFAULT_WEIGHTS = "src/ramir/weights/default.safetensors"  # the shipped model (run from the repository root)
 BEGIN, END = "<!-- benchmarks: begin -->", "<!-- benchmarks: end -->"
 
+# MAC batched at 8 only: about 9 minutes per setting on 2 cores (16 and 32 gave the same on ram-swinir-small)
 FULL = {
     "forward": ["benchmarks.forward_bench", "--threads", "1", "2", "--straightforward"],
-    "mac": ["benchmarks.mac_bench", "--model", "ram-swinir", "--steps", "200"],
+    "mac": ["benchmarks.mac_bench", "--model", "ram-swinir", "--steps", "200", "--batch-steps", "8"],
     "restore": ["benchmarks.tiled_restore_bench", DEFAULT_WEIGHTS, "--tile", "256", "512",
                 "--size", "6000x4000"],
     "train": ["benchmarks.train_bench", "--threads", "1", "2"],
@@ -45,18 +49,33 @@ QUICK = {
 }
 
 
+def split_parts(block: str) -> tuple[str, dict[str, str]]:
+    """A report block -> (its head, {part: that part's section}); sections start with ``### part``."""
+    head, *rest = block.split("\n### ")
+    return head, {chunk.split("\n", 1)[0].strip(): "### " + chunk.rstrip() + "\n" for chunk in rest}
+
+
 def merge_report(path: str, report: str) -> str:
-    """The page at ``path`` with ``report`` between the markers (replacing the previous run's)."""
+    """The page at ``path`` with ``report`` between the markers.
+
+    Part sections of the previous report that ``report`` does not have are kept (they say when they
+    ran), so ``--only`` refreshes some parts without erasing the others; parts are kept in FULL's order.
+    """
     try:
         with open(path, encoding="utf-8") as f:
             page = f.read()
     except FileNotFoundError:
         page = "# Performance\n"
-    block = f"{BEGIN}\n{report.rstrip()}\n{END}\n"
+    head, parts = split_parts(report.strip())
     if BEGIN in page and END in page:
-        head, rest = page.split(BEGIN, 1)
-        return head + block + rest.split(END, 1)[1].lstrip("\n")
-    return page.rstrip("\n") + "\n\n" + block
+        before, rest = page.split(BEGIN, 1)
+        old, after = rest.split(END, 1)
+        parts = split_parts(old.strip())[1] | parts
+        ordered = [parts[k] for k in FULL if k in parts] + [v for k, v in parts.items() if k not in FULL]
+        block = "\n".join([head.rstrip() + "\n", *ordered])
+        return f"{before}{BEGIN}\n{block.rstrip()}\n{END}\n{after.lstrip(chr(10))}"
+    block = "\n".join([head.rstrip() + "\n", *parts.values()])
+    return page.rstrip("\n") + f"\n\n{BEGIN}\n{block.rstrip()}\n{END}\n"
 
 
 def main() -> None:
@@ -64,19 +83,23 @@ def main() -> None:
     p.add_argument("--only", nargs="+", choices=list(FULL), default=list(FULL))
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default="docs/performance.md", help="Markdown report ('-' for none)")
+    p.add_argument("--repeats", type=int, help="timed repeats of the forward and backends parts")
     args = p.parse_args()
 
-    plan = QUICK if args.quick else FULL
+    plan = dict(QUICK if args.quick else FULL)
+    if args.repeats:
+        for part in ("forward", "backends"):
+            plan[part] = [a for a in plan[part] if a != "--repeats"] + ["--repeats", str(args.repeats)]
     peak, how = peak_gflops(1)
+    invocation = " ".join(["python -m benchmarks", *sys.argv[1:]])
     sections = [
-        "## One run of every benchmark\n",
-        f"Written by `python -m benchmarks {' '.join(sys.argv[1:])}` on "
-        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC.\n",
+        "## Benchmark tables\n",
+        "Written by `python -m benchmarks`; each part says which invocation wrote it and when.\n",
         f"Machine: {cpu_model()}, torch {torch.__version__}. Peak fp32 assumed: {how} = {peak:.1f} GFLOP/s "
         "per core.\n",
     ]
     failed = False
-    for i, part in enumerate(args.only):
+    for part in args.only:
         cmd = [sys.executable, "-m", *plan[part]]
         shown = "python -m " + " ".join(shlex.quote(c) for c in plan[part])
         print(f"\n## {part}: {shown}", flush=True)
@@ -86,12 +109,11 @@ def main() -> None:
             failed = True
             print(run.stderr[-3000:], file=sys.stderr)
         body = run.stdout if not run.returncode else run.stdout + "\nFAILED:\n" + run.stderr[-3000:]
-        sections.append(f"### {part}\n\n`{shown}`\n\n```\n{body.rstrip()}\n```\n")
+        when = f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC"
+        sections.append(f"### {part}\n\n`{shown}` (part of `{invocation}`, finished {when})\n\n"
+                        f"```\n{body.rstrip()}\n```\n")
         if args.out != "-":  # after every part, so a run stopped half-way keeps what it measured
-            pending = args.only[i + 1 :]
-            note = f"Not run yet (the run was still going or was stopped): {', '.join(pending)}.\n"
-            tail = [note] if pending else []
-            atomic_write_bytes(args.out, merge_report(args.out, "\n".join(sections + tail)).encode())
+            atomic_write_bytes(args.out, merge_report(args.out, "\n".join(sections)).encode())
     if args.out != "-":
         print(f"\nwrote {args.out}")
     sys.exit(1 if failed else 0)

@@ -5,7 +5,7 @@
 # benchmarks/reproduce_default_model.sh (two evaluations side by side, one thread each).
 set -euo pipefail
 export OMP_NUM_THREADS=1
-MODELS=(--model default=src/ramir/weights/default.safetensors --model plain=runs/default_plain3/final.safetensors)
+MODELS=(--model default=src/ramir/weights/default.safetensors --model plain=runs/default_plain5/final.safetensors)
 ramir evaluate --suite configs/eval/default_model.yaml "${MODELS[@]}" --baseline input --baseline nlm \
     --tile 0 --crops 2 --out runs/eval/default_model --overwrite > runs/eval/default_model.log 2>&1 &
 ramir evaluate --suite configs/eval/ood.yaml "${MODELS[@]}" --baseline input \

@@ -19,15 +19,21 @@ while pgrep -f "ramir pretrain configs/default_pretrain.yaml" >/dev/null; do sle
 # stage 3: fine-tune the top 30 % of the ranking on whole images
 [ -f runs/default_finetune/final.safetensors ] || ramir finetune configs/default_finetune.yaml --no-progress
 wait
-# stage 3, second cycle (re-weighted mix, warm restart) and third cycle (more clean -> clean samples,
-# lower rate), each beside the plain baseline's same cycle: both chains end at 44,000 iterations
+# stage 3, second cycle (re-weighted mix, warm restart), third cycle (more clean -> clean samples, lower
+# rate), fourth cycle (a light-rain source) and fifth cycle (more noise, fewer clean samples), each beside
+# the plain baseline's same cycle: both chains end at 55,000 iterations. (The fifth cycle's other variant,
+# configs/default_finetune5.yaml, was run beside default_finetune5b.yaml and not shipped.)
 plain_cycles() {
     [ -f runs/default_plain2/final.safetensors ] || once ramir finetune configs/default_plain2.yaml --no-progress
     [ -f runs/default_plain3/final.safetensors ] || once ramir finetune configs/default_plain3.yaml --no-progress
+    [ -f runs/default_plain4/final.safetensors ] || once ramir finetune configs/default_plain4.yaml --no-progress
+    [ -f runs/default_plain5/final.safetensors ] || once ramir finetune configs/default_plain5.yaml --no-progress
 }
 plain_cycles &
 [ -f runs/default_finetune2/final.safetensors ] || once ramir finetune configs/default_finetune2.yaml --no-progress
 [ -f runs/default_finetune3/final.safetensors ] || once ramir finetune configs/default_finetune3.yaml --no-progress
+[ -f runs/default_finetune4/final.safetensors ] || once ramir finetune configs/default_finetune4.yaml --no-progress
+[ -f runs/default_finetune5b/final.safetensors ] || once ramir finetune configs/default_finetune5b.yaml --no-progress
 wait
 # ship: the fine-tuned weights (EMA + raw) become the package's default model
-echo "done: cp runs/default_finetune3/final.safetensors src/ramir/weights/default.safetensors"
+echo "done: cp runs/default_finetune5b/final.safetensors src/ramir/weights/default.safetensors"

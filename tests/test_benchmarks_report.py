@@ -26,3 +26,18 @@ def test_report_is_appended_then_replaced_between_markers(tmp_path):
 def test_missing_page_gets_a_title(tmp_path):
     text = merge_report(str(tmp_path / "none.md"), "table")
     assert text.startswith("# Performance\n") and f"{BEGIN}\ntable\n{END}" in text
+
+
+def test_parts_not_rerun_are_kept_in_order(tmp_path):
+    page = tmp_path / "performance.md"
+    page.write_text("# Performance\n")
+    first = "## Tables\nhead 1\n\n### train\n\nold train\n\n### restore\n\nold restore\n"
+    page.write_text(merge_report(str(page), first))
+    second = "## Tables\nhead 2\n\n### forward\n\nnew forward\n\n### train\n\nnew train\n"
+    text = merge_report(str(page), second)
+    block = text.split(BEGIN, 1)[1].split(END, 1)[0]
+    assert "head 2" in block and "head 1" not in block
+    assert "old restore" in block and "new train" in block and "old train" not in block
+    # FULL's order: forward, mac, restore, train, backends
+    assert block.index("### forward") < block.index("### restore") < block.index("### train")
+    assert block.count("### ") == 3

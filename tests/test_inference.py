@@ -337,8 +337,8 @@ def test_unavailable_device_is_a_clear_error():
         load(conv_stack(1), device="cuda")
 
 
-# measured 5.4 and 15.2 dB for the shipped weights (the two earlier models: 2.3/11.5 and 5.9/13.7 dB);
-# the clean crop comes back at 36.0 dB (the previous model smoothed its texture more: 35.0 dB)
+# measured 5.3 and 15.8 dB for the shipped weights (earlier models: 2.3/11.5, 5.9/13.7 and 5.4/15.2 dB);
+# the clean crop comes back at 36.4 dB (the first fine-tuned model smoothed its texture more: 35.0 dB)
 GAIN_NOISE25, GAIN_LOWLIGHT, CLEAN_KEPT = 4.5, 10.0, 35.5
 
 
