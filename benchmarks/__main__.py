@@ -66,16 +66,17 @@ def merge_report(path: str, report: str) -> str:
             page = f.read()
     except FileNotFoundError:
         page = "# Performance\n"
-    head, parts = split_parts(report.strip())
     if BEGIN in page and END in page:
         before, rest = page.split(BEGIN, 1)
         old, after = rest.split(END, 1)
-        parts = split_parts(old.strip())[1] | parts
-        ordered = [parts[k] for k in FULL if k in parts] + [v for k, v in parts.items() if k not in FULL]
-        block = "\n".join([head.rstrip() + "\n", *ordered])
-        return f"{before}{BEGIN}\n{block.rstrip()}\n{END}\n{after.lstrip(chr(10))}"
-    block = "\n".join([head.rstrip() + "\n", *parts.values()])
-    return page.rstrip("\n") + f"\n\n{BEGIN}\n{block.rstrip()}\n{END}\n"
+        after = after.lstrip("\n")
+    else:
+        before, old, after = page.rstrip("\n") + "\n\n", "", ""
+    head, parts = split_parts(report.strip())
+    parts = split_parts(old.strip())[1] | parts
+    ordered = [parts[k] for k in FULL if k in parts] + [v for k, v in parts.items() if k not in FULL]
+    block = "\n".join([head.rstrip() + "\n", *ordered])
+    return f"{before}{BEGIN}\n{block.rstrip()}\n{END}\n{after}"
 
 
 def main() -> None:

@@ -8,7 +8,8 @@ their mean brightening, averaged over images. With ``--model``: per Rain12 / Rai
 PSNR of the input and of the model's output on the streak pixels (the rain brightens them by more than
 10/255 in some channel) and on the rest, so one sees whether a model removes rain or only damages the
 rain-free pixels (RGB uint8, 4-pixel border cropped). Written for the default model's light-rain source
-(configs/default_finetune4.yaml): it shows how far the default synthetic ranges are from Rain12/Rain100L.
+(configs/default_finetune4.yaml, read from the recipe): it shows how far the default synthetic ranges are
+from Rain12/Rain100L.
 """
 
 from __future__ import annotations
@@ -18,12 +19,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ramir.data.synthetic import random_rain
-from ramir.imageio import read_image
+from ramir.data.folders import list_images, pair_folders, read_image
+from ramir.data.online import Degradation, build_degradation
+from ramir.metrics import quantize_u8
+from ramir.training.config import load_recipe
 
-LIGHT_RAIN = {"density": (0.002, 0.012), "length": (10.0, 40.0), "angle": (-15.0, 15.0),
-              "thickness": (0.0, 0.8), "brightness": (0.05, 0.3), "blur": (0.0, 1.0)}
+LIGHT_RAIN_RECIPE, LIGHT_RAIN_SOURCE = Path("configs/default_finetune4.yaml"), "rain_light"
 THRESHOLD = 5.0  # on 0-255
+
+
+def light_rain() -> Degradation:
+    """The light-rain source's degradation, as the recipe defines it (one definition, not a copy)."""
+    sources = load_recipe(LIGHT_RAIN_RECIPE).data["train"]["sources"]
+    return build_degradation(next(s for s in sources if s["name"] == LIGHT_RAIN_SOURCE)["degradation"])
 
 
 def streak_stats(rainy: np.ndarray, clean: np.ndarray) -> tuple[float, float]:
@@ -33,21 +41,21 @@ def streak_stats(rainy: np.ndarray, clean: np.ndarray) -> tuple[float, float]:
     return float(hit.mean()), float(diff[hit].mean()) if hit.any() else 0.0
 
 
-def load01(path: Path) -> np.ndarray:
-    return read_image(path).rgb
+def pairs(root: Path) -> list[tuple[Path, Path]]:
+    """(rainy, clean) files of an ``input/``, ``target/`` folder, matched by name as training does."""
+    return pair_folders(root, "input_target").pairs
 
 
 def paired(root: Path) -> list[tuple[float, float]]:
-    inputs, targets = sorted((root / "input").iterdir()), sorted((root / "target").iterdir())
-    return [streak_stats(load01(a), load01(b)) for a, b in zip(inputs, targets, strict=True)]
+    return [streak_stats(read_image(a), read_image(b)) for a, b in pairs(root)]
 
 
-def synthetic(root: Path, n: int, seed: int, **ranges) -> list[tuple[float, float]]:
+def synthetic(root: Path, n: int, seed: int, degrade: Degradation) -> list[tuple[float, float]]:
     rng = np.random.default_rng(seed)
     out = []
-    for path in sorted(root.iterdir())[:n]:
-        clean = load01(path)
-        out.append(streak_stats(random_rain(clean, rng, **ranges), clean))
+    for path in list_images(root)[:n]:
+        clean = read_image(path)
+        out.append(streak_stats(degrade(clean, rng), clean))
     return out
 
 
@@ -65,9 +73,8 @@ def where_it_fails(model: str, root: Path) -> None:
 
     restorer = load(model, device="cpu", tile=0)
     print(f"\n{root.name}: PSNR (RGB) input -> output, on streak pixels | on rain-free pixels")
-    inputs, targets = sorted((root / "input").iterdir()), sorted((root / "target").iterdir())
-    for a, b in zip(inputs, targets, strict=True):
-        x, t = (np.asarray(read_image(q).rgb * 255.0 + 0.5, dtype=np.uint8) for q in (a, b))
+    for a, b in pairs(root):
+        x, t = quantize_u8(read_image(a)), quantize_u8(read_image(b))
         y = restorer.restore(x)  # uint8 in, uint8 out
         streak = (x.astype(np.int16) - t.astype(np.int16)).max(axis=-1) > 10
         print(f"{a.name:<16} streak px {streak.mean():.3f}  streaks {masked_psnr(x, t, streak):6.2f} -> "
@@ -86,8 +93,9 @@ def main() -> None:
         "Rain12 (test)": paired(d / "test/Rain12"),
         "Rain100L_10 (test)": paired(d / "test/Rain100L_10"),
         "Rain100H 1-70 (train)": paired(d / "train/Rain100H_1-70"),
-        f"synthetic rain, default ranges ({n} BSDS432)": synthetic(d / "train/BSDS432", n, 0),
-        f"synthetic light rain ({n} BSDS432)": synthetic(d / "train/BSDS432", n, 0, **LIGHT_RAIN),
+        f"synthetic rain, default ranges ({n} BSDS432)": synthetic(d / "train/BSDS432", n, 0,
+                                                                   build_degradation("rain")),
+        f"synthetic light rain ({n} BSDS432)": synthetic(d / "train/BSDS432", n, 0, light_rain()),
     }
     print(f"{'set':<46} {'images':>6} {'streak px':>9} {'mean +/255':>10}")
     for name, rows in sets.items():
