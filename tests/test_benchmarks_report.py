@@ -41,3 +41,21 @@ def test_parts_not_rerun_are_kept_in_order(tmp_path):
     # FULL's order: forward, mac, restore, train, backends
     assert block.index("### forward") < block.index("### restore") < block.index("### train")
     assert block.count("### ") == 3
+
+
+def test_gpu_bench_script_runs_in_smoke_mode(tmp_path):
+    """The GPU script only meets a GPU in rare lent sessions: its CPU smoke mode keeps it from rotting."""
+    import json
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, GPU_BENCH_SMOKE="1", OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(root / "src"), str(root), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "benchmarks.gpu_bench", "--out", str(tmp_path), "--parts", "mac"]
+    run = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    records = [json.loads(line) for line in (tmp_path / "gpu_bench.jsonl").read_text().splitlines()]
+    batched = [r for r in records if r["batch_steps"] > 1]
+    assert batched and all(r["identical_ranking"] for r in batched)
+    assert "(mac: exit 0" in run.stdout

@@ -216,6 +216,20 @@ def test_fast_path_equals_straightforward_path(run: Run):
         assert math.isclose(fast.mean_abs, lit.mean_abs, rel_tol=1e-9), name
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_attention_fast_path_in_both_layouts(channels_last: bool):
+    """The GPU runs channel-major maps, the CPU channels-last ones: both fast splits equal the literal one."""
+    attn = _tiny_model().encoder_level1[0].attn
+    x = torch.randn(2, attn.qkv.in_channels, 12, 20, generator=torch.Generator().manual_seed(5))
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        fast = attn(x)
+        with straightforward_path():
+            slow = attn(x)
+    assert (fast - slow).abs().max().item() <= 1e-5
+
+
 def test_modules_return_their_last_childs_tensor():
     """MAC ties (README §3.3): Attention returns project_out's tensor, PromptGenBlock conv3x3's."""
     model = _tiny_model().eval()

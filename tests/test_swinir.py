@@ -279,6 +279,38 @@ def test_fast_path_equals_straightforward(size):
     assert (fast[1:] - single).abs().max().item() <= 1e-5  # batch layout of windows and masks
 
 
+def test_compile_friendly_attention_equals_the_fast_path(monkeypatch):
+    """Under tracing/torch.compile the shifted windows use one dense masked SDPA (no data-dependent window
+    list, no graph break); it must give the fast path's outputs and gradients."""
+    net = small_net()
+    x = torch.randn(2, 3, 24, 32, generator=torch.Generator().manual_seed(4))
+
+    def run() -> tuple[torch.Tensor, torch.Tensor]:
+        net.zero_grad()
+        y = net(x)
+        y.square().mean().backward()
+        return y.detach(), net.layers[0].residual_group.blocks[1].attn.qkv.weight.grad.clone()
+
+    y_fast, g_fast = run()
+    monkeypatch.setattr(swinir_mod, "_caching_allowed", lambda: False)
+    y_dense, g_dense = run()
+    assert (y_fast - y_dense).abs().max().item() <= 1e-5
+    assert torch.allclose(g_fast, g_dense, rtol=1e-4, atol=1e-7)
+
+
+def test_torch_compile_sees_one_graph():
+    """No graph break (each one made torch.compile recompile per block and give up, seen on a GPU)."""
+    import torch._dynamo as dynamo
+
+    net = small_net().train()
+    try:
+        explained = dynamo.explain(net)(torch.randn(1, 3, 32, 32))
+    finally:
+        dynamo.reset()
+    assert explained.graph_break_count == 0, [str(r.reason)[:200] for r in explained.break_reasons]
+    assert explained.graph_count == 1
+
+
 def test_gradients_equal_on_both_paths():
     net = small_net()
     x = torch.randn(2, 3, 24, 30, generator=torch.Generator().manual_seed(2))

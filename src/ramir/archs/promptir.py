@@ -201,14 +201,17 @@ class Attention(nn.Module):
             # (B, 3C, H, W) -> three (B, heads, C/heads, H*W); channel index = head * C/heads + j
             q, k, v = qkv.reshape(b, 3, self.num_heads, d, h * w).unbind(1)
             return self.project_out(self._attend_literal(q, k, v).reshape(b, c, h, w))
+        if not _is_channels_last(qkv):
+            # Channel-major (the GPU's layout): the literal split is a view; a pixel-major one would copy
+            q, k, v = qkv.reshape(b, 3, self.num_heads, d, h * w).unbind(1)
+            weights = self._attention_weights(q, k, q.norm(dim=-1), k.norm(dim=-1))
+            return self.project_out((weights @ v).reshape(b, c, h, w))
         # Same split, read through the pixel-major view (no copy when qkv is channels-last).
         tokens = qkv.permute(0, 2, 3, 1).reshape(b, h * w, 3, self.num_heads, d)
         qk = tokens[:, :, :2]
         norms = (qk * qk).sum(dim=1).sqrt()  # (B, 2, heads, C/heads): |q_j| and |k_j| over pixels
         q, k, v = (t.permute(0, 2, 3, 1) for t in tokens.unbind(2))  # (B, heads, C/heads, HW)
         weights = self._attention_weights(q, k, norms[:, 0], norms[:, 1])
-        if not _is_channels_last(x):
-            return self.project_out((weights @ v).reshape(b, c, h, w))
         # (weights v)^T = v^T weights^T comes out pixel-major, (B, heads, HW, C/heads): with one head
         # that already is the channels-last map, with more one copy makes it so.
         out = torch.matmul(v.transpose(-2, -1), weights.transpose(-2, -1)).transpose(1, 2)

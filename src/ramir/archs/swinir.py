@@ -342,6 +342,15 @@ class WindowAttention(nn.Module):
         qkv = self.qkv(x).reshape(b_, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (nW*B, heads, N, hd)
         bias = self.position_bias().unsqueeze(0).to(q.dtype)  # 4-D keeps SDPA on its fused CPU kernel
+        if mask is not None and not _caching_allowed():
+            # Tracing / torch.compile: one dense masked attention, since the window list below has a
+            # data-dependent size (a graph break per shifted block). (B, nW, heads, N, hd) against the
+            # (nW, heads, N, N) bias + mask: the mask broadcasts over the batch, nothing is repeated.
+            nw = mask.shape[0]
+            full = bias + mask.unsqueeze(1).to(q.dtype)
+            split = (b_ // nw, nw, heads, n, c // heads)
+            out = self._attend(q.reshape(split), k.reshape(split), v.reshape(split), full)
+            return self._project(out.reshape(b_, heads, n, c // heads).transpose(1, 2).reshape(b_, n, c))
         out = self._attend(q, k, v, bias).transpose(1, 2).reshape(b_, n, c)
         if mask is not None:
             nw = mask.shape[0]
@@ -494,11 +503,12 @@ class SwinTransformerBlock(nn.Module):
         """
         b, length, c = x.shape
         n = self.window_size * self.window_size
-        forward, inverse = self.window_order(h, w, x.device)
+        forward, _ = self.window_order(h, w, x.device)
         if mask is not None and mask_windows is None:
             mask_windows = mask.flatten(1).ne(0).any(1).nonzero().squeeze(1)
         per = max(1, CHUNK_TOKENS // n)  # windows per piece
-        merged = torch.empty_like(x, memory_format=torch.contiguous_format)  # window order
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+        out_rows = out.view(-1, c)
         for j0 in range(0, length // n, per):
             j1 = min(j0 + per, length // n)
             index = _batch_rows(forward[j0 * n : j1 * n], b, length)
@@ -510,9 +520,11 @@ class SwinTransformerBlock(nn.Module):
                 inside = (mask_windows >= j0) & (mask_windows < j1)
                 piece_windows = mask_windows[inside] - j0
             y = self.attn(windows, piece_mask, piece_windows).view(b, -1, c).add_(shortcut)
-            # the MLP half is per token: run it on these tokens while they are in cache
-            torch.add(y, self.mlp(self.norm2(y)), out=merged[:, j0 * n : j1 * n])
-        return _gather_tokens(merged, inverse)
+            # the MLP half is per token: run it on these tokens while they are in cache, then put them
+            # straight back at their image positions (the gather's rows), not through a whole-map gather
+            y.add_(self.mlp(self.norm2(y)))
+            out_rows.index_copy_(0, index, y.view(-1, c))
+        return out
 
     def window_order(self, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """This block's :func:`window_order` for an (h, w) map (cached unless tracing/compiling)."""
