@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,23 +55,20 @@ def peak_mb() -> float:
     return torch.cuda.max_memory_allocated() / 2**20 if DEVICE.type == "cuda" else float("nan")
 
 
-def cuda_time(fn, repeats: int, warmup: int) -> tuple[float, list[float]]:
-    """Median wall time of ``fn()`` with the GPU synchronised around every call."""
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def synced(fn):
+    """``fn`` followed by a GPU synchronisation, so that ``median_time`` times the GPU work too."""
+
+    def call():
         fn()
         sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times
+
+    return call
 
 
 def part_forward(emit, models: list[str] | None = None) -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
+    from benchmarks.common import median_time
     from ramir import create_model
     from ramir.archs.common import straightforward_path
 
@@ -103,7 +99,7 @@ def part_forward(emit, models: list[str] | None = None) -> None:
 
                     y = run()
                     diff = float((y.float() - reference).abs().max())
-                    med, times = cuda_time(run, repeats=3 if slow else 7, warmup=1 if slow else 2)
+                    med, times = median_time(synced(run), repeats=3 if slow else 7, warmup=1 if slow else 2)
                     medians[(path, prec)] = med
                     gpu_mb = peak_mb()
                     print(f"{name:<11} {size:>4} {path:<15} {prec:<5} {1e3 * med:>10.2f} {flops / 1e9:>7.1f} "

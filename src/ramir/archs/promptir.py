@@ -197,15 +197,15 @@ class Attention(nn.Module):
             return self._forward_bands(x)
         qkv = self.qkv_dwconv(self.qkv(x))
         d = c // self.num_heads
-        if straightforward_path_enabled():
-            # (B, 3C, H, W) -> three (B, heads, C/heads, H*W); channel index = head * C/heads + j
+        if straightforward_path_enabled() or not _is_channels_last(qkv):
+            # (B, 3C, H, W) -> three (B, heads, C/heads, H*W); channel index = head * C/heads + j. A view
+            # in the channel-major layout (the GPU's), where a pixel-major split would copy.
             q, k, v = qkv.reshape(b, 3, self.num_heads, d, h * w).unbind(1)
-            return self.project_out(self._attend_literal(q, k, v).reshape(b, c, h, w))
-        if not _is_channels_last(qkv):
-            # Channel-major (the GPU's layout): the literal split is a view; a pixel-major one would copy
-            q, k, v = qkv.reshape(b, 3, self.num_heads, d, h * w).unbind(1)
-            weights = self._attention_weights(q, k, q.norm(dim=-1), k.norm(dim=-1))
-            return self.project_out((weights @ v).reshape(b, c, h, w))
+            if straightforward_path_enabled():
+                out = self._attend_literal(q, k, v)
+            else:
+                out = self._attention_weights(q, k, q.norm(dim=-1), k.norm(dim=-1)) @ v
+            return self.project_out(out.reshape(b, c, h, w))
         # Same split, read through the pixel-major view (no copy when qkv is channels-last).
         tokens = qkv.permute(0, 2, 3, 1).reshape(b, h * w, 3, self.num_heads, d)
         qk = tokens[:, :, :2]
