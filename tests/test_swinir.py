@@ -453,7 +453,7 @@ def test_chunked_inference_equals_whole_maps(monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(swinir_mod.SwinTransformerBlock, "_forward_chunked", counting)
-    monkeypatch.setattr(swinir_mod, "CHUNK_TOKENS", 320)  # pieces of 5 windows, the last one of 4
+    monkeypatch.setattr(swinir_mod, "CHUNK_TOKENS", 320)  # pieces of at most 5 windows (6x9 windows)
     with torch.no_grad():
         chunked = net(x)
         assert len(calls) == 4  # every block of the two RSTBs
@@ -468,6 +468,60 @@ def test_chunked_inference_equals_whole_maps(monkeypatch):
     assert (chunked - whole).abs().max().item() <= 1e-5
     assert (observed_block - whole).abs().max().item() <= 1e-5
     assert (chunked - slow).abs().max().item() <= 1e-5
+
+
+def randomise_biases_and_norms(net: torch.nn.Module, seed: int) -> None:
+    """SwinIR's initialisation zeroes every Linear bias and sets the norms to identity; trained weights
+    do not, and the piecewise path treats biases with algebra (folded, dropped, accumulated)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                p.add_(0.3 * torch.randn(p.shape, generator=g))
+
+
+@pytest.mark.parametrize("chunk_tokens", [1024, 320, 64])
+def test_piecewise_inference_with_biases_and_odd_maps(monkeypatch, chunk_tokens):
+    """Biases folded into proj / accumulated into the residual, the key bias dropped: same numbers as the
+    straightforward path for batches, single-window maps (everything wraps), maps one window high or
+    wide, pieces of one window; the caller's input is never written (blocks after the first of a group
+    write into their predecessor's private output instead)."""
+    net = small_net()
+    randomise_biases_and_norms(net, seed=11)
+    monkeypatch.setattr(swinir_mod, "CHUNK_TOKENS", chunk_tokens)
+    for shape in [(2, 45, 70), (1, 8, 8), (1, 8, 40), (1, 33, 9), (3, 17, 26)]:
+        x = torch.randn(*shape[:1], 3, *shape[1:], generator=torch.Generator().manual_seed(sum(shape)))
+        before = x.clone()
+        with torch.no_grad():
+            fast = net(x)
+            with straightforward_path():
+                slow = net(x)
+        assert torch.equal(x, before)
+        assert (fast - slow).abs().max().item() <= 1e-5, shape
+
+
+def test_piecewise_block_keeps_its_input_unless_allowed():
+    net = small_net()
+    randomise_biases_and_norms(net, seed=12)
+    block = net.layers[0].residual_group.blocks[1]
+    x = torch.randn(2, 24 * 32, 24, generator=torch.Generator().manual_seed(5))
+    before = x.clone()
+    with torch.no_grad():
+        kept = block(x, (24, 32))
+        assert torch.equal(x, before) and kept.data_ptr() != x.data_ptr()
+        written = block(x, (24, 32), overwrite_input=True)
+    assert written.data_ptr() == x.data_ptr()
+    assert torch.equal(written, kept)
+
+
+def test_window_rectangles_tile_the_grid():
+    grids = [(32, 32, 16), (31, 31, 16), (6, 9, 5), (1, 1, 16), (5, 3, 16), (4, 7, 1), (0, 5, 4)]
+    for rows, cols, per in grids:
+        seen = torch.zeros(rows, cols, dtype=torch.int64)
+        for r0, r1, c0, c1 in swinir_mod._window_rectangles(rows, cols, per):
+            assert 0 < (r1 - r0) * (c1 - c0) <= per
+            seen[r0:r1, c0:c1] += 1
+        assert bool((seen == 1).all()), (rows, cols, per)
 
 
 def test_global_hooks_see_whole_layer_outputs():

@@ -153,6 +153,26 @@ def _cached_shift_mask(
     return mask, mixed_windows(h, w, window, shift).to(device)
 
 
+def _window_rectangles(rows: int, cols: int, per: int) -> list[tuple[int, int, int, int]]:
+    """Rectangles ``(r0, r1, c0, c1)`` of windows that tile a rows x cols grid, each of at most ``per``
+    windows: near-equal pieces of one window row when a row holds more, else whole rows together."""
+    if rows <= 0 or cols <= 0:
+        return []
+    if cols >= per:
+        pieces = -(-cols // per)
+        bounds = [i * cols // pieces for i in range(pieces + 1)]
+        return [(r, r + 1, bounds[i], bounds[i + 1]) for r in range(rows) for i in range(pieces)]
+    step = max(1, per // cols)
+    return [(r, min(r + step, rows), 0, cols) for r in range(0, rows, step)]
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_wrapped_windows(h: int, w: int, window: int, shift: int, device: torch.device,
+                            inference: bool) -> torch.Tensor:
+    del inference  # part of the key only (see _cached_shift_mask)
+    return mixed_windows(h, w, window, shift).to(device)
+
+
 def window_order(h: int, w: int, window: int, shift: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Token permutations between image order and (cyclically shifted) window order, for (H*W,) maps.
 
@@ -263,6 +283,23 @@ class Mlp(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
+    def add_to_(self, residual: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``residual += self(x)`` in place for inference that no hook observes: ``fc1``'s bias and the
+        GELU are applied in place on the GEMM's output, ``fc2``'s bias goes into the residual and the GEMM
+        accumulates into it (no bias copies, no fresh buffer for the activation, no separate sum)."""
+        hidden = torch.mm(x.reshape(-1, x.shape[-1]), self.fc1.weight.t())
+        if self.fc1.bias is not None:
+            hidden.add_(self.fc1.bias)
+        if isinstance(self.act, nn.GELU):
+            hidden = torch.ops.aten.gelu_(hidden, approximate=self.act.approximate)
+        else:
+            hidden = self.act(hidden)
+        flat = residual.view(-1, residual.shape[-1])
+        if self.fc2.bias is not None:
+            flat.add_(self.fc2.bias)
+        flat.addmm_(hidden.reshape(-1, hidden.shape[-1]), self.fc2.weight.t())
+        return residual
+
 
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside windows with a learned relative-position bias.
@@ -297,6 +334,7 @@ class WindowAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
         self._bias_cache: tuple[tuple, torch.Tensor] | None = None
+        self._folded_cache: tuple[tuple, tuple] | None = None
 
     # -- relative position bias -------------------------------------------------------------------
 
@@ -337,20 +375,87 @@ class WindowAttention(nn.Module):
         """
         if straightforward_path_enabled():
             return self._forward_straightforward(x, mask)
+        q, k, v = self._split_heads(self.qkv(x))
+        return self._project(self._windowed_attention(q, k, v, mask, mask_windows))
+
+    def add_to_(
+        self, residual: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``residual += self(x, mask)`` in place, with the same numbers up to rounding, for inference that
+        no hook observes (it bypasses the ``qkv`` and ``proj`` modules). ``mask`` (nW, N, N) is applied to
+        every window (dense), as for the windows a shift wraps around.
+
+        Three exact identities save whole passes over the activations (the bias copies and the separate
+        residual sum cost ~10 % of a block on the CPU):
+
+        * the key bias adds ``q . b_k`` to every score of a query row, which softmax ignores: dropped;
+        * attention weights sum to 1, so the value bias comes out unchanged and goes through ``proj``:
+          it is folded into ``proj``'s bias (``b_p + W_p b_v``);
+        * ``proj``'s bias is added to the residual and the projection accumulated into it by the GEMM.
+        """
         b_, n, c = x.shape
+        q_bias, proj_bias = self._folded_biases()
+        qkv = torch.mm(x.reshape(-1, c), self.qkv.weight.t())
+        if q_bias is not None:
+            qkv[:, :c].add_(q_bias)
+        q, k, v = self._split_heads(qkv.view(b_, n, 3 * c))
+        out = self._windowed_attention(q, k, v, mask, None, dense=True)
+        flat = residual.view(-1, c)
+        if proj_bias is not None:
+            flat.add_(proj_bias)
+        flat.addmm_(out.reshape(-1, c), self.proj.weight.t())
+        return residual
+
+    def _folded_biases(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(query bias, proj bias + W_proj @ value bias) for :meth:`add_to_`, cached like the position
+        bias (the key follows the parameters' storage and version counters)."""
+        params = (self.qkv.weight, self.qkv.bias, self.proj.weight, self.proj.bias)
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) if p is not None else None for p in params)
+        key += (torch.is_inference_mode_enabled(),)
+        if self._folded_cache is None or self._folded_cache[0] != key:
+            c = self.dim
+            with torch.no_grad():
+                qkv_bias, proj_bias = self.qkv.bias, self.proj.bias
+                if qkv_bias is None:
+                    folded = (None, None if proj_bias is None else proj_bias.clone())
+                else:
+                    through = self.proj.weight @ qkv_bias[2 * c :]
+                    folded = (qkv_bias[:c].clone(), through if proj_bias is None else through + proj_bias)
+            self._folded_cache = (key, folded)
+        return self._folded_cache[1]
+
+    def _split_heads(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(nW*B, N, 3C) -> q, k, v as (nW*B, heads, N, C/heads) views."""
+        b_, n, c3 = qkv.shape
         heads = self.num_heads
-        qkv = self.qkv(x).reshape(b_, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]  # (nW*B, heads, N, hd)
+        parts = qkv.reshape(b_, n, 3, heads, c3 // (3 * heads)).permute(2, 0, 3, 1, 4)
+        return parts[0], parts[1], parts[2]
+
+    def _windowed_attention(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+        mask_windows: torch.Tensor | None, dense: bool = False,
+    ) -> torch.Tensor:
+        """softmax(q k^T * scale + bias [+ mask]) v per window and head, back to (nW*B, N, C).
+
+        With a mask, all windows attend with the bias alone and the few listed in ``mask_windows`` (the
+        mask's non-zero ones) are redone with bias + mask; ``dense`` applies bias + mask to every window.
+        """
+        b_, heads, n, hd = q.shape
+        c = heads * hd
         bias = self.position_bias().unsqueeze(0).to(q.dtype)  # 4-D keeps SDPA on its fused CPU kernel
         if mask is not None and not _caching_allowed():
-            # Tracing / torch.compile: one dense masked attention, since the window list below has a
-            # data-dependent size (a graph break per shifted block). (B, nW, heads, N, hd) against the
-            # (nW, heads, N, N) bias + mask: the mask broadcasts over the batch, nothing is repeated.
+            # Tracing / torch.compile: always dense, since the window list below has a data-dependent
+            # size (a graph break per shifted block). (B, nW, heads, N, hd) against the (nW, heads, N, N)
+            # bias + mask: the mask broadcasts over the batch, nothing is repeated.
             nw = mask.shape[0]
             full = bias + mask.unsqueeze(1).to(q.dtype)
-            split = (b_ // nw, nw, heads, n, c // heads)
+            split = (b_ // nw, nw, heads, n, hd)
             out = self._attend(q.reshape(split), k.reshape(split), v.reshape(split), full)
-            return self._project(out.reshape(b_, heads, n, c // heads).transpose(1, 2).reshape(b_, n, c))
+            return out.reshape(b_, heads, n, hd).transpose(1, 2).reshape(b_, n, c)
+        if mask is not None and dense:
+            # 4-D inputs keep SDPA on its fused CPU kernel (5-D ones take the slow reference path)
+            full = (bias + mask.unsqueeze(1).to(q.dtype)).repeat(b_ // mask.shape[0], 1, 1, 1)
+            return self._attend(q, k, v, full).transpose(1, 2).reshape(b_, n, c)
         out = self._attend(q, k, v, bias).transpose(1, 2).reshape(b_, n, c)
         if mask is not None:
             nw = mask.shape[0]
@@ -358,7 +463,7 @@ class WindowAttention(nn.Module):
                 mask_windows = mask.flatten(1).ne(0).any(1).nonzero().squeeze(1)
             if mask_windows.numel():
                 images = b_ // nw
-                rows = (mask_windows + nw * torch.arange(images, device=x.device)[:, None]).reshape(-1)
+                rows = (mask_windows + nw * torch.arange(images, device=q.device)[:, None]).reshape(-1)
                 window_mask = (bias + mask[mask_windows].unsqueeze(1).to(q.dtype)).repeat(images, 1, 1, 1)
                 redone = self._attend(q[rows], k[rows], v[rows], window_mask)
                 redone = redone.transpose(1, 2).reshape(-1, n, c)
@@ -367,7 +472,7 @@ class WindowAttention(nn.Module):
                     out = out.index_copy(0, rows, redone)
                 else:
                     out.index_copy_(0, rows, redone)
-        return self._project(out)
+        return out
 
     def _attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor
@@ -456,7 +561,19 @@ class SwinTransformerBlock(nn.Module):
             return shifted_window_mask(h, w, ws, s, device, dtype), None
         return _cached_shift_mask(h, w, ws, s, torch.device(device), dtype, torch.is_inference_mode_enabled())
 
-    def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
+    def runs_in_pieces(self, x: torch.Tensor) -> bool:
+        """Whether ``forward`` takes the piecewise inference path for ``x`` (CPU only: a GPU wants the
+        big batched kernels; never under autograd, tracing, the straightforward path or a hook)."""
+        return x.device.type == "cpu" and not (
+            self.training or torch.is_grad_enabled() or straightforward_path_enabled()
+            or not _caching_allowed() or _observed(self))
+
+    def forward(
+        self, x: torch.Tensor, x_size: tuple[int, int], overwrite_input: bool = False
+    ) -> torch.Tensor:
+        """x: (B, H*W, C) tokens of an (H, W) map. ``overwrite_input`` lets the piecewise path write its
+        result into ``x`` (the caller owns ``x`` and needs it no more; saves a fresh map-sized buffer,
+        whose page faults cost as much as copying it); ignored by the other paths."""
         h, w = x_size
         b, length, c = x.shape
         if length != h * w or h % self.window_size or w % self.window_size:
@@ -465,12 +582,8 @@ class SwinTransformerBlock(nn.Module):
             )
         s, ws = self.shift_size, self.window_size
         mask, mask_windows = self.shift_mask(h, w, x.device, x.dtype)
-        # (on CPU only: a GPU wants the big batched kernels)
-        chunked = x.device.type == "cpu" and not (
-            self.training or torch.is_grad_enabled() or straightforward_path_enabled()
-            or not _caching_allowed() or _observed(self))
-        if chunked:
-            return self._forward_chunked(x, h, w, mask, mask_windows)
+        if self.runs_in_pieces(x):
+            return self._forward_chunked(x, h, w, mask, out=x if overwrite_input else None)
         shortcut = x
         x = self.norm1(x)
         if straightforward_path_enabled():
@@ -493,37 +606,56 @@ class SwinTransformerBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
     def _forward_chunked(
-        self, x: torch.Tensor, h: int, w: int, mask: torch.Tensor | None, mask_windows: torch.Tensor | None
+        self, x: torch.Tensor, h: int, w: int, mask: torch.Tensor | None, out: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Inference when no hook watches: the same block, run on groups of windows (both halves).
 
         Every operation is per token or per window, so the pieces give the same numbers as the whole;
         the intermediates (qkv, scores, MLP hidden) stay a few MB instead of hundreds (at 256x256,
         fresh buffers of 50-150 MB cost more in page faults and memory traffic than their arithmetic).
+
+        The pieces are rectangles of windows. In the cyclically shifted frame every window outside the
+        last window row and column is an unwrapped rectangle of the image whose shift mask is zero, so it
+        is read and written back through strided views (no index lists) and attends with the position
+        bias alone. The last row and column wrap around and mix regions: they are gathered by index and
+        attend with bias + mask.
+
+        The windows partition the map and each piece reads only its own tokens, so ``out`` may be ``x``.
         """
         b, length, c = x.shape
-        n = self.window_size * self.window_size
-        forward, _ = self.window_order(h, w, x.device)
-        if mask is not None and mask_windows is None:
-            mask_windows = mask.flatten(1).ne(0).any(1).nonzero().squeeze(1)
+        ws, s = self.window_size, self.shift_size
+        n = ws * ws
+        rows, cols = h // ws, w // ws
         per = max(1, CHUNK_TOKENS // n)  # windows per piece
-        out = torch.empty_like(x, memory_format=torch.contiguous_format)
-        out_rows = out.view(-1, c)
-        for j0 in range(0, length // n, per):
-            j1 = min(j0 + per, length // n)
-            index = _batch_rows(forward[j0 * n : j1 * n], b, length)
-            shortcut = x.reshape(-1, c).index_select(0, index).view(b, -1, c)  # windows j0..j1 of each image
-            windows = self.norm1(shortcut).view(-1, n, c)
-            piece_mask = piece_windows = None
-            if mask is not None:
-                piece_mask = mask[j0:j1]
-                inside = (mask_windows >= j0) & (mask_windows < j1)
-                piece_windows = mask_windows[inside] - j0
-            y = self.attn(windows, piece_mask, piece_windows).view(b, -1, c).add_(shortcut)
-            # the MLP half is per token: run it on these tokens while they are in cache, then put them
-            # straight back at their image positions (the gather's rows), not through a whole-map gather
-            y.add_(self.mlp(self.norm2(y)))
-            out_rows.index_copy_(0, index, y.view(-1, c))
+        if out is None or not out.is_contiguous():
+            out = torch.empty_like(x, memory_format=torch.contiguous_format)
+        image = x.reshape(b, h, w, c)
+        out_image = out.view(b, h, w, c)
+
+        def run(shortcut: torch.Tensor, piece_mask: torch.Tensor | None) -> torch.Tensor:
+            # Both residual sums accumulate into the gathered copy (see WindowAttention.add_to_); the MLP
+            # half is per token: it runs on these tokens while they are in cache.
+            y = self.attn.add_to_(shortcut, self.norm1(shortcut), piece_mask)
+            return self.mlp.add_to_(y, self.norm2(y))
+
+        plain_rows, plain_cols = (rows - 1, cols - 1) if mask is not None else (rows, cols)
+        for r0, r1, c0, c1 in _window_rectangles(plain_rows, plain_cols, per):
+            area = (slice(None), slice(r0 * ws + s, r1 * ws + s), slice(c0 * ws + s, c1 * ws + s))
+            grid = (b, r1 - r0, ws, c1 - c0, ws, c)
+            # the copy is ours (clone even when the view happens to be contiguous): it takes both sums
+            windows = image[area].view(grid).permute(0, 1, 3, 2, 4, 5)
+            shortcut = windows.clone(memory_format=torch.contiguous_format).view(-1, n, c)
+            y = run(shortcut, None)
+            out_image[area].view(grid).permute(0, 1, 3, 2, 4, 5).copy_(y.view(b, r1 - r0, c1 - c0, ws, ws, c))
+        if mask is not None:
+            forward, _ = self.window_order(h, w, x.device)
+            wrapped = _cached_wrapped_windows(h, w, ws, s, torch.device(x.device),
+                                              torch.is_inference_mode_enabled())
+            for j0 in range(0, wrapped.numel(), per):
+                chosen = wrapped[j0 : j0 + per]
+                index = _batch_rows(forward.view(-1, n)[chosen].reshape(-1), b, length)
+                y = run(x.reshape(-1, c).index_select(0, index).view(-1, n, c), mask[chosen])
+                out.view(-1, c).index_copy_(0, index, y.view(-1, c))
         return out
 
     def window_order(self, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -567,12 +699,16 @@ class BasicLayer(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
+        owned = False  # whether x is a block's piecewise output that nothing else has seen
         for block in self.blocks:
             if self.use_checkpoint and self.training and torch.is_grad_enabled():
                 # activation checkpointing: recompute the block in backward instead of storing activations
                 x = activation_checkpoint.checkpoint(block, x, x_size, use_reentrant=False)
             else:
-                x = block(x, x_size)
+                pieces = block.runs_in_pieces(x)
+                # the layer's own input stays intact (the RSTB adds it back); later ones are overwritten
+                x = block(x, x_size, overwrite_input=owned and pieces)
+                owned = pieces
         return x
 
 
