@@ -49,6 +49,23 @@ def peak_gflops(threads: int, ghz: float | None = None) -> tuple[float, str]:
     return threads * per_cycle * ghz, how
 
 
+def flop_counter():
+    """``torch.utils.flop_counter.FlopCounterMode`` that also counts the CPU's fused attention kernel.
+
+    Its registry knows the CUDA SDPA kernels but not ``_scaled_dot_product_flash_attention_for_cpu``,
+    so fast paths that call SDPA on the CPU would be credited without their attention FLOPs (the
+    straightforward paths' explicit matmuls are counted). Same formula as for the CUDA kernels.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+    def cpu_sdpa_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query, key, value)
+
+    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_sdpa_flops}
+    return FlopCounterMode(display=False, custom_mapping=mapping)
+
+
 def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> tuple[float, list[float]]:
     for _ in range(warmup):
         fn()

@@ -66,9 +66,7 @@ def synced(fn):
 
 
 def part_forward(emit, models: list[str] | None = None) -> None:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from benchmarks.common import median_time
+    from benchmarks.common import flop_counter, median_time
     from ramir import create_model
     from ramir.archs.common import straightforward_path
 
@@ -81,7 +79,7 @@ def part_forward(emit, models: list[str] | None = None) -> None:
         for size in SIZES:
             x = torch.randn(1, 3, size, size, device=dev)
             with torch.inference_mode():
-                counter = FlopCounterMode(display=False)
+                counter = flop_counter()
                 with counter:
                     reference = net(x)
                 flops = counter.get_total_flops()

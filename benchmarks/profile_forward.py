@@ -24,9 +24,8 @@ def main() -> None:
     args = p.parse_args()
 
     from torch.profiler import ProfilerActivity, profile
-    from torch.utils.flop_counter import FlopCounterMode
 
-    from benchmarks.common import peak_gflops
+    from benchmarks.common import flop_counter, peak_gflops
     from ramir import create_model
 
     torch.set_num_threads(args.threads)
@@ -38,7 +37,7 @@ def main() -> None:
         t0 = time.perf_counter()
         net(x)
         plain = time.perf_counter() - t0
-        counter = FlopCounterMode(display=False)
+        counter = flop_counter()
         with counter:
             net(x)
         with profile(activities=[ProfilerActivity.CPU]) as prof:

@@ -345,13 +345,15 @@ def test_activation_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-7, msg=name)
 
 
-def test_band_wise_inference_equals_whole_maps(monkeypatch):
+@pytest.mark.parametrize("bias", [False, True])
+def test_band_wise_inference_equals_whole_maps(monkeypatch, bias):
     """Unobserved float32 inference runs each transformer block on bands of rows (with the 3x3 convs'
     halo): same numbers as the whole-map path, which autograd or any hook forces; ragged last bands,
-    one-row bands and a batch included."""
+    one-row bands and a batch included; with and without conv biases (the band path splits the FFN's
+    convs into halves and accumulates the 1x1 projections into the output)."""
     from ramir.archs import promptir as promptir_mod
 
-    model = _tiny_model(num_blocks=(2, 1, 1, 1)).eval()
+    model = _tiny_model(num_blocks=(2, 1, 1, 1), bias=bias).eval()
     with torch.no_grad():
         for p in model.parameters():  # larger, varied weights so the blocks matter
             p.copy_(torch.randn_like(p) * 0.1)
@@ -383,6 +385,18 @@ def test_band_wise_inference_equals_whole_maps(monkeypatch):
     for y in [*outputs.values(), hooked]:
         assert _max_diff(y, whole) <= 1e-5 * scale
     assert _max_diff(whole, torch.zeros_like(whole)) > 0
+
+
+def test_band_wise_inference_under_bf16_autocast():
+    """Under autocast the 1x1 projections run as modules (lower precision) and are then added: the
+    in-place GEMM accumulation needs one dtype."""
+    model = _tiny_model(bias=True).eval()
+    x = torch.randn(1, 3, 32, 40, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        reference = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x)
+    assert _max_diff(low.float(), reference) <= 0.05 * reference.abs().max().item()
 
 
 def test_layer_outputs_keep_their_layout_under_inference_with_hooks():

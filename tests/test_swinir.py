@@ -514,6 +514,19 @@ def test_piecewise_block_keeps_its_input_unless_allowed():
     assert torch.equal(written, kept)
 
 
+def test_piecewise_inference_under_bf16_autocast():
+    """Autocast makes lower-precision products: the piecewise path then calls the modules, whose outputs
+    are added to the float32 residuals (the in-place GEMM accumulation needs one dtype)."""
+    net = small_net()
+    randomise_biases_and_norms(net, seed=13)
+    x = torch.randn(1, 3, 24, 40, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        reference = net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = net(x)
+    assert (low.float() - reference).abs().max().item() <= 0.05 * reference.abs().max().item()
+
+
 def test_window_rectangles_tile_the_grid():
     grids = [(32, 32, 16), (31, 31, 16), (6, 9, 5), (1, 1, 16), (5, 3, 16), (4, 7, 1), (0, 5, 4)]
     for rows, cols, per in grids:

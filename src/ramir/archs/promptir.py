@@ -159,20 +159,62 @@ class FeedForward(nn.Module):
         """Inference when no hook watches: the same FFN (of ``norm(x)`` if given, plus ``residual`` if
         given) on bands of rows and the one-row halo the 3x3 depthwise conv reads, so the 2 x hidden
         intermediates stay a few MB instead of 100+ MB at 256x256. Every output pixel comes from the
-        same inputs through the same operations; the image borders get the conv's zero padding."""
+        same inputs through the same operations; the image borders get the conv's zero padding.
+
+        The gated half and the gate are computed as two dense maps (``project_in`` and the depthwise
+        conv act per output channel, so their two halves are independent): no strided half to copy
+        before the GELU. ``project_out`` accumulates into the output band (:func:`_pointwise_into`).
+        """
         b, _, h, w = x.shape
+        hidden = self.project_out.in_channels
+
+        def half(param: torch.Tensor | None, i: int) -> torch.Tensor | None:
+            return None if param is None else param[i * hidden : (i + 1) * hidden]
+
+        halves = [(half(self.project_in.weight, i), half(self.project_in.bias, i),
+                   half(self.dwconv.weight, i), half(self.dwconv.bias, i)) for i in range(2)]
         out = torch.empty((b, self.project_out.out_channels, h, w), dtype=x.dtype, device=x.device,
                           memory_format=torch.channels_last)
         for r0, r1, lo, hi in _bands(h, w):
             band = x[:, :, lo:hi] if norm is None else norm(x[:, :, lo:hi])
-            t = self.dwconv(self.project_in(band))[:, :, r0 - lo : r1 - lo]
-            x1, x2 = t.chunk(2, dim=1)
-            gated = torch.ops.aten.gelu_(x1.contiguous(memory_format=torch.channels_last)).mul_(x2)
-            if residual is None:
-                out[:, :, r0:r1] = self.project_out(gated)
-            else:
-                torch.add(residual[:, :, r0:r1], self.project_out(gated), out=out[:, :, r0:r1])
+            gated, gate = (F.conv2d(F.conv2d(band, w_in, b_in), w_dw, b_dw, padding=1, groups=hidden)
+                           for w_in, b_in, w_dw, b_dw in halves)
+            gated, gate = gated[:, :, r0 - lo : r1 - lo], gate[:, :, r0 - lo : r1 - lo]
+            # (for one image a band of rows is already dense: the GELU runs in place on the conv output)
+            gated = torch.ops.aten.gelu_(gated.contiguous(memory_format=torch.channels_last)).mul_(gate)
+            _pointwise_into(self.project_out, gated, out[:, :, r0:r1],
+                            None if residual is None else residual[:, :, r0:r1])
         return out
+
+
+def _pointwise_into(
+    conv: nn.Conv2d, x: torch.Tensor, out: torch.Tensor, residual: torch.Tensor | None = None
+) -> None:
+    """``out = conv(x) [+ residual]`` for a 1x1 conv on channels-last maps, written into ``out`` (a band
+    of rows of a channels-last map): per image one GEMM on the (pixels, channels) views, accumulating
+    into ``out`` after it took the residual (no fresh output buffer, no separate sum)."""
+    if torch.is_autocast_enabled(x.device.type):  # lower-precision products: the module, then the sum
+        y = conv(x)
+        if residual is None:
+            out.copy_(y)
+        else:
+            torch.add(residual, y, out=out)
+        return
+    weight_t = conv.weight.view(conv.out_channels, conv.in_channels).t()
+    for i in range(x.shape[0]):
+        src = x[i].permute(1, 2, 0).reshape(-1, conv.in_channels)
+        dst = out[i].permute(1, 2, 0)  # (rows, W, C): contiguous for a band of full rows
+        flat = dst.view(-1, conv.out_channels)
+        if residual is None and conv.bias is None:
+            torch.mm(src, weight_t, out=flat)
+            continue
+        if residual is None:
+            flat.copy_(conv.bias.expand_as(flat))
+        else:
+            dst.copy_(residual[i].permute(1, 2, 0))
+            if conv.bias is not None:
+                flat.add_(conv.bias)
+        flat.addmm_(src, weight_t)
 
 
 class Attention(nn.Module):
@@ -249,11 +291,8 @@ class Attention(nn.Module):
         for r0, r1, _, _ in bands:
             v_t = v_all[:, r0:r1].reshape(b, -1, heads, d).transpose(1, 2)  # (B, heads, pixels, C/heads)
             o = torch.matmul(v_t, weights_t).transpose(1, 2).reshape(b, r1 - r0, w, c).permute(0, 3, 1, 2)
-            o = self.project_out(o.contiguous(memory_format=torch.channels_last))
-            if residual is None:
-                out[:, :, r0:r1] = o
-            else:
-                torch.add(residual[:, :, r0:r1], o, out=out[:, :, r0:r1])
+            _pointwise_into(self.project_out, o, out[:, :, r0:r1],
+                            None if residual is None else residual[:, :, r0:r1])
         return out
 
     def _attend_literal(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

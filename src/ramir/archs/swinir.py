@@ -287,6 +287,8 @@ class Mlp(nn.Module):
         """``residual += self(x)`` in place for inference that no hook observes: ``fc1``'s bias and the
         GELU are applied in place on the GEMM's output, ``fc2``'s bias goes into the residual and the GEMM
         accumulates into it (no bias copies, no fresh buffer for the activation, no separate sum)."""
+        if torch.is_autocast_enabled(x.device.type):  # lower-precision products: the plain modules
+            return residual.add_(self(x))
         hidden = torch.mm(x.reshape(-1, x.shape[-1]), self.fc1.weight.t())
         if self.fc1.bias is not None:
             hidden.add_(self.fc1.bias)
@@ -393,6 +395,8 @@ class WindowAttention(nn.Module):
           it is folded into ``proj``'s bias (``b_p + W_p b_v``);
         * ``proj``'s bias is added to the residual and the projection accumulated into it by the GEMM.
         """
+        if torch.is_autocast_enabled(x.device.type):  # lower-precision products: the plain modules
+            return residual.add_(self(x, mask))
         b_, n, c = x.shape
         q_bias, proj_bias = self._folded_biases()
         qkv = torch.mm(x.reshape(-1, c), self.qkv.weight.t())
