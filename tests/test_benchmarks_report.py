@@ -59,3 +59,17 @@ def test_gpu_bench_script_runs_in_smoke_mode(tmp_path):
     batched = [r for r in records if r["batch_steps"] > 1]
     assert batched and all(r["identical_ranking"] for r in batched)
     assert "(mac: exit 0" in run.stdout
+
+
+def test_interleaved_bench_alternates_the_paths():
+    import torch
+    from benchmarks.interleaved_bench import interleaved
+
+    threads = torch.get_num_threads()
+    try:
+        r = interleaved("ram-swinir-small", 32, threads=1, pairs=2)
+    finally:
+        torch.set_num_threads(threads)  # the function sets it for its process
+    assert len(r["fast_s"]) == len(r["straightforward_s"]) == len(r["ratios"]) == 2
+    assert all(t > 0 for t in r["fast_s"] + r["straightforward_s"])
+    assert r["ratios"] == [s / f for f, s in zip(r["fast_s"], r["straightforward_s"])]

@@ -19,10 +19,12 @@ Two execution paths give the same numbers: the fast one (roll + window partition
 gather, one ``scaled_dot_product_attention`` call per block with the position bias, the few shift-masked
 windows redone with bias + mask, cached masks; residual sums in place), and a straightforward literal one
 (per-window Python loops, explicit softmax) enabled by :func:`ramir.archs.common.straightforward_path`,
-kept only for benchmarks and tests. At CPU inference (no autograd) a block that no hook observes runs its
-modules on groups of windows (``CHUNK_TOKENS`` tokens): every operation is per token or per window, so
-the numbers are the same, and the intermediates stay in cache instead of being fresh 50-150 MB buffers
-(page faults and memory traffic dominated large inputs). Hooks always see whole tensors.
+kept only for benchmarks and tests. At CPU inference (no autograd) a block that no hook observes runs on
+rectangles of windows (``CHUNK_TOKENS`` tokens): every operation is per token or per window, so the
+numbers are the same, and the intermediates stay in cache instead of being fresh 50-150 MB buffers (page
+faults and memory traffic dominated large inputs). There the biases are folded by exact identities (the
+key bias dropped, the value bias moved into ``proj``'s) and both residual sums are accumulated by the
+GEMMs (:meth:`WindowAttention.add_to_`, :meth:`Mlp.add_to_`). Hooks always see whole tensors.
 
 Written for ramir from the papers and the reference's documented behaviour.
 """

@@ -1,0 +1,66 @@
+"""Fast against straightforward path, timed alternately in one process: the ratio on a noisy machine.
+
+    python -m benchmarks.interleaved_bench --model ram-swinir --size 256 --threads 1 --pairs 3
+
+``forward_bench`` times each path in its own process, one after the other, so that peak RSS is each
+path's own; on a shared VM whose speed drifts by 10-30 % over minutes, that drift lands in the ratio.
+Here both paths run on the same weights and input in one process, fast then straightforward, ``pairs``
+times after one warm-up of each; the ratio is taken per pair (same minute, same machine state) and its
+median reported with the spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+
+def interleaved(model_name: str, size: int, threads: int, pairs: int) -> dict:
+    """Alternate fast / straightforward forwards (batch 1, fp32, inference_mode); per-pair ratios."""
+    from ramir import create_model
+    from ramir.archs.common import straightforward_path
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    net = create_model(model_name).eval()
+    x = torch.randn(1, 3, size, size)
+    fast, slow = [], []
+    with torch.inference_mode():
+        net(x)  # warm-ups: caches, allocator
+        with straightforward_path():
+            net(x)
+        for _ in range(pairs):
+            t0 = time.perf_counter()
+            net(x)
+            fast.append(time.perf_counter() - t0)
+            with straightforward_path():
+                t0 = time.perf_counter()
+                net(x)
+                slow.append(time.perf_counter() - t0)
+    ratios = [s / f for f, s in zip(fast, slow)]
+    return {"model": model_name, "size": size, "threads": threads, "fast_s": fast, "straightforward_s": slow,
+            "ratios": ratios, "median_ratio": statistics.median(ratios)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="ram-swinir")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--pairs", type=int, default=3)
+    args = p.parse_args()
+    r = interleaved(args.model, args.size, args.threads, args.pairs)
+    print(f"{r['model']} {r['size']}x{r['size']}, {r['threads']} thread(s), {args.pairs} pairs (fast, then "
+          f"straightforward), fp32, batch 1")
+    for i, (f, s, q) in enumerate(zip(r["fast_s"], r["straightforward_s"], r["ratios"]), 1):
+        print(f"pair {i}: fast {f:7.2f} s  straightforward {s:7.2f} s  ratio {q:.2f}x")
+    lo, hi = min(r["ratios"]), max(r["ratios"])
+    fast, slow = statistics.median(r["fast_s"]), statistics.median(r["straightforward_s"])
+    print(f"median ratio {r['median_ratio']:.2f}x (min {lo:.2f}x, max {hi:.2f}x); "
+          f"median fast {fast:.2f} s, straightforward {slow:.2f} s")
+
+if __name__ == "__main__":
+    main()
