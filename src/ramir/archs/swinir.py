@@ -148,11 +148,18 @@ def mixed_windows(h: int, w: int, window: int, shift: int) -> torch.Tensor:
 @functools.lru_cache(maxsize=16)
 def _cached_shift_mask(
     h: int, w: int, window: int, shift: int, device: torch.device, dtype: torch.dtype, inference: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> torch.Tensor:
     # ``inference`` is part of the key: tensors made under inference_mode cannot enter autograd later.
     del inference
-    mask = shifted_window_mask(h, w, window, shift, device, dtype)
-    return mask, mixed_windows(h, w, window, shift).to(device)
+    return shifted_window_mask(h, w, window, shift, device, dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_mixed_windows(
+    h: int, w: int, window: int, shift: int, device: torch.device, inference: bool
+) -> torch.Tensor:
+    del inference  # part of the key only (see _cached_shift_mask)
+    return mixed_windows(h, w, window, shift).to(device)
 
 
 def _window_rectangles(rows: int, cols: int, per: int) -> list[tuple[int, int, int, int]]:
@@ -166,13 +173,6 @@ def _window_rectangles(rows: int, cols: int, per: int) -> list[tuple[int, int, i
         return [(r, r + 1, bounds[i], bounds[i + 1]) for r in range(rows) for i in range(pieces)]
     step = max(1, per // cols)
     return [(r, min(r + step, rows), 0, cols) for r in range(0, rows, step)]
-
-
-@functools.lru_cache(maxsize=32)
-def _cached_wrapped_windows(h: int, w: int, window: int, shift: int, device: torch.device,
-                            inference: bool) -> torch.Tensor:
-    del inference  # part of the key only (see _cached_shift_mask)
-    return mixed_windows(h, w, window, shift).to(device)
 
 
 def window_order(h: int, w: int, window: int, shift: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -557,15 +557,19 @@ class SwinTransformerBlock(nn.Module):
     def shift_mask(
         self, h: int, w: int, device: torch.device, dtype: torch.dtype
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """The (nW, N, N) mask for an (h, w) map and its non-zero windows; (None, None) if unshifted."""
+        """The (nW, N, N) mask for an (h, w) map and the windows it is non-zero in (:func:`mixed_windows`:
+        the last window row and column; None where nothing may be cached); (None, None) if unshifted."""
         if self.shift_size == 0:
             return None, None
         ws, s = self.window_size, self.shift_size
-        if (h, w) == tuple(self.input_resolution) and self.attn_mask is not None:
-            return self.attn_mask, None
-        if straightforward_path_enabled() or not _caching_allowed():
+        stored = (h, w) == tuple(self.input_resolution) and self.attn_mask is not None
+        if not _caching_allowed():  # tracing / compiling: no cache lookups
+            return (self.attn_mask if stored else shifted_window_mask(h, w, ws, s, device, dtype)), None
+        if straightforward_path_enabled() and not stored:
             return shifted_window_mask(h, w, ws, s, device, dtype), None
-        return _cached_shift_mask(h, w, ws, s, torch.device(device), dtype, torch.is_inference_mode_enabled())
+        device, inference = torch.device(device), torch.is_inference_mode_enabled()
+        mask = self.attn_mask if stored else _cached_shift_mask(h, w, ws, s, device, dtype, inference)
+        return mask, _cached_mixed_windows(h, w, ws, s, device, inference)
 
     def runs_in_pieces(self, x: torch.Tensor) -> bool:
         """Whether ``forward`` takes the piecewise inference path for ``x`` (CPU only: a GPU wants the
@@ -589,7 +593,7 @@ class SwinTransformerBlock(nn.Module):
         s, ws = self.shift_size, self.window_size
         mask, mask_windows = self.shift_mask(h, w, x.device, x.dtype)
         if self.runs_in_pieces(x):
-            return self._forward_chunked(x, h, w, mask, out=x if overwrite_input else None)
+            return self._forward_chunked(x, h, w, mask, mask_windows, out=x if overwrite_input else None)
         shortcut = x
         x = self.norm1(x)
         if straightforward_path_enabled():
@@ -612,7 +616,8 @@ class SwinTransformerBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
     def _forward_chunked(
-        self, x: torch.Tensor, h: int, w: int, mask: torch.Tensor | None, out: torch.Tensor | None = None
+        self, x: torch.Tensor, h: int, w: int, mask: torch.Tensor | None, mask_windows: torch.Tensor | None,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Inference when no hook watches: the same block, run on groups of windows (both halves).
 
@@ -623,8 +628,8 @@ class SwinTransformerBlock(nn.Module):
         The pieces are rectangles of windows. In the cyclically shifted frame every window outside the
         last window row and column is an unwrapped rectangle of the image whose shift mask is zero, so it
         is read and written back through strided views (no index lists) and attends with the position
-        bias alone. The last row and column wrap around and mix regions: they are gathered by index and
-        attend with bias + mask.
+        bias alone. The last row and column (``mask_windows``, from :meth:`shift_mask`) wrap around and
+        mix regions: they are gathered by index and attend with bias + mask.
 
         The windows partition the map and each piece reads only its own tokens, so ``out`` may be ``x``.
         """
@@ -655,10 +660,8 @@ class SwinTransformerBlock(nn.Module):
             out_image[area].view(grid).permute(0, 1, 3, 2, 4, 5).copy_(y.view(b, r1 - r0, c1 - c0, ws, ws, c))
         if mask is not None:
             forward, _ = self.window_order(h, w, x.device)
-            wrapped = _cached_wrapped_windows(h, w, ws, s, torch.device(x.device),
-                                              torch.is_inference_mode_enabled())
-            for j0 in range(0, wrapped.numel(), per):
-                chosen = wrapped[j0 : j0 + per]
+            for j0 in range(0, mask_windows.numel(), per):
+                chosen = mask_windows[j0 : j0 + per]
                 index = _batch_rows(forward.view(-1, n)[chosen].reshape(-1), b, length)
                 y = run(x.reshape(-1, c).index_select(0, index).view(-1, n, c), mask[chosen])
                 out.view(-1, c).index_copy_(0, index, y.view(-1, c))
