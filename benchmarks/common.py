@@ -66,6 +66,20 @@ def flop_counter():
     return FlopCounterMode(display=False, custom_mapping=mapping)
 
 
+def seeded_network_and_input(model_name: str, size: int, threads: int):
+    """The CPU forward benchmarks' common start: the thread count, seed 0, the named network in eval
+    mode, then one random (1, 3, size, size) input, so every script times the same weights on the same
+    input."""
+    import torch
+
+    from ramir import create_model
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    net = create_model(model_name).eval()
+    return net, torch.randn(1, 3, size, size)
+
+
 def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> tuple[float, list[float]]:
     for _ in range(warmup):
         fn()

@@ -16,14 +16,10 @@ import torch
 
 def measure(model_name: str, size: int, threads: int, repeats: int, straightforward: bool) -> dict:
     """Median forward time (batch 1, fp32, inference_mode) and FLOPs of one configuration."""
-    from benchmarks.common import flop_counter, median_time, peak_rss_mb
-    from ramir import create_model
+    from benchmarks.common import flop_counter, median_time, peak_rss_mb, seeded_network_and_input
     from ramir.archs.common import straightforward_path
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    net = create_model(model_name).eval()
-    x = torch.randn(1, 3, size, size)
+    net, x = seeded_network_and_input(model_name, size, threads)
     with torch.inference_mode(), straightforward_path(straightforward):
         counter = flop_counter()
         with counter:

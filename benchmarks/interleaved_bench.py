@@ -20,13 +20,10 @@ import torch
 
 def interleaved(model_name: str, size: int, threads: int, pairs: int) -> dict:
     """Alternate fast / straightforward forwards (batch 1, fp32, inference_mode); per-pair ratios."""
-    from ramir import create_model
+    from benchmarks.common import seeded_network_and_input
     from ramir.archs.common import straightforward_path
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    net = create_model(model_name).eval()
-    x = torch.randn(1, 3, size, size)
+    net, x = seeded_network_and_input(model_name, size, threads)
     fast, slow = [], []
     with torch.inference_mode():
         net(x)  # warm-ups: caches, allocator
@@ -61,6 +58,7 @@ def main() -> None:
     fast, slow = statistics.median(r["fast_s"]), statistics.median(r["straightforward_s"])
     print(f"median ratio {r['median_ratio']:.2f}x (min {lo:.2f}x, max {hi:.2f}x); "
           f"median fast {fast:.2f} s, straightforward {slow:.2f} s")
+
 
 if __name__ == "__main__":
     main()

@@ -25,13 +25,9 @@ def main() -> None:
 
     from torch.profiler import ProfilerActivity, profile
 
-    from benchmarks.common import flop_counter, peak_gflops
-    from ramir import create_model
+    from benchmarks.common import flop_counter, peak_gflops, seeded_network_and_input
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    net = create_model(args.model).eval()
-    x = torch.randn(1, 3, args.size, args.size)
+    net, x = seeded_network_and_input(args.model, args.size, args.threads)
     with torch.inference_mode():
         net(x)  # warm-up: caches, allocator
         t0 = time.perf_counter()
