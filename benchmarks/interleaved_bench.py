@@ -2,11 +2,11 @@
 
     python -m benchmarks.interleaved_bench --model ram-swinir --size 256 --threads 1 --pairs 3
 
-``forward_bench`` times each path in its own process, one after the other, so that peak RSS is each
-path's own; on a shared VM whose speed drifts by 10-30 % over minutes, that drift lands in the ratio.
-Here both paths run on the same weights and input in one process, fast then straightforward, ``pairs``
-times after one warm-up of each; the ratio is taken per pair (same minute, same machine state) and its
-median reported with the spread.
+Timing each path in its own process, one after the other, puts the drift of a shared VM (10-30 % over
+minutes on this project's machines) into the ratio. Here both paths run on the same weights and input in
+one process, fast then straightforward, ``pairs`` times after one warm-up of each; the ratio is taken per
+pair (same minute, same machine state) and its median reported with the spread. ``forward_bench`` uses
+:func:`interleaved` for its timings.
 """
 
 from __future__ import annotations
@@ -18,28 +18,43 @@ import time
 import torch
 
 
-def interleaved(model_name: str, size: int, threads: int, pairs: int) -> dict:
-    """Alternate fast / straightforward forwards (batch 1, fp32, inference_mode); per-pair ratios."""
-    from benchmarks.common import seeded_network_and_input
+def interleaved(model_name: str, size: int, threads: int, pairs: int, straightforward: bool = True,
+                count_flops: bool = False) -> dict:
+    """Alternate fast / straightforward forwards (batch 1, fp32, inference_mode); per-pair ratios.
+
+    ``straightforward=False`` times the fast path alone (``pairs`` runs). ``count_flops`` makes the
+    straightforward warm-up (the fast one without that path) run under ``torch.utils.flop_counter``:
+    the straightforward path's count is the arithmetic both rows are credited with (the fast path's
+    counted run would take the whole-map path, since the counter's module hooks rule out the piecewise
+    one), and the counted run doubles as the warm-up.
+    """
+    from benchmarks.common import flop_counter, seeded_network_and_input
     from ramir.archs.common import straightforward_path
 
     net, x = seeded_network_and_input(model_name, size, threads)
-    fast, slow = [], []
+    fast, slow, flops = [], [], None
     with torch.inference_mode():
-        net(x)  # warm-ups: caches, allocator
-        with straightforward_path():
-            net(x)
+        counter = flop_counter() if count_flops else None
+        with straightforward_path(straightforward):
+            if counter is not None:
+                with counter:
+                    net(x)
+                flops = counter.get_total_flops()
+            else:
+                net(x)
+        net(x)  # warm-up of the fast path: caches, allocator
         for _ in range(pairs):
             t0 = time.perf_counter()
             net(x)
             fast.append(time.perf_counter() - t0)
-            with straightforward_path():
-                t0 = time.perf_counter()
-                net(x)
-                slow.append(time.perf_counter() - t0)
+            if straightforward:
+                with straightforward_path():
+                    t0 = time.perf_counter()
+                    net(x)
+                    slow.append(time.perf_counter() - t0)
     ratios = [s / f for f, s in zip(fast, slow)]
     return {"model": model_name, "size": size, "threads": threads, "fast_s": fast, "straightforward_s": slow,
-            "ratios": ratios, "median_ratio": statistics.median(ratios)}
+            "ratios": ratios, "median_ratio": statistics.median(ratios) if ratios else None, "flops": flops}
 
 
 def main() -> None:

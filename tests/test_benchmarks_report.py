@@ -68,8 +68,14 @@ def test_interleaved_bench_alternates_the_paths():
     threads = torch.get_num_threads()
     try:
         r = interleaved("ram-swinir-small", 32, threads=1, pairs=2)
+        counted = interleaved("ram-swinir-small", 32, threads=1, pairs=1, straightforward=False,
+                              count_flops=True)
     finally:
         torch.set_num_threads(threads)  # the function sets it for its process
     assert len(r["fast_s"]) == len(r["straightforward_s"]) == len(r["ratios"]) == 2
     assert all(t > 0 for t in r["fast_s"] + r["straightforward_s"])
     assert r["ratios"] == [s / f for f, s in zip(r["fast_s"], r["straightforward_s"])]
+    assert r["flops"] is None
+    # fast path alone: no pairs, and the counted warm-up credits the network's arithmetic
+    assert len(counted["fast_s"]) == 1 and counted["straightforward_s"] == counted["ratios"] == []
+    assert counted["median_ratio"] is None and counted["flops"] > 0
