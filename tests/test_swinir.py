@@ -556,3 +556,51 @@ def test_global_hooks_see_whole_layer_outputs():
     assert shapes["layers.0.residual_group.blocks.1.attn.qkv"] == (24, 64, 72)  # 4x6 windows, 3*24 channels
     assert shapes["layers.0.residual_group.blocks.1.norm1"] == (1, 32 * 48, 24)
     assert shapes["layers.0.residual_group.blocks.1.mlp.fc1"] == (1, 32 * 48, 48)
+
+
+def test_one_image_map_reaches_the_convolutions_channels_last():
+    """For B = 1 the literal transpose().view() has batch stride C, which PyTorch does not take for
+    channels_last: it then copies the map to NCHW before each conv. The fast path's view keeps the layout."""
+    tokens = torch.randn(1, 16 * 24, 24)
+    image = swinir_mod.tokens_to_image(tokens, (16, 24))
+    assert image.shape == (1, 24, 16, 24) and image.data_ptr() == tokens.data_ptr()
+    assert image.is_contiguous(memory_format=torch.channels_last)
+    conv = torch.nn.Conv2d(24, 24, 3, 1, 1)
+    with torch.no_grad():
+        out = conv(image)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert swinir_mod.image_to_tokens(out).is_contiguous()  # back to tokens without a copy
+    with straightforward_path():  # the reference's literal layout, kept on the slow path
+        literal = swinir_mod.tokens_to_image(tokens, (16, 24))
+    assert torch.equal(literal, image)
+    with torch.no_grad():  # (is_contiguous ignores a size-1 dim's stride; the conv's layout choice does not)
+        assert not conv(literal).is_contiguous(memory_format=torch.channels_last)
+    net = small_net()
+    with torch.no_grad():
+        y = net(torch.randn(1, 3, 24, 40, generator=torch.Generator().manual_seed(3)))
+    assert y.is_contiguous()  # NCHW out, as the reference returns it
+
+
+def test_rstb_sums_into_the_conv_output_only_when_unobserved():
+    """Inference adds the RSTB's input into the conv's fresh output in place; the input stays intact, and a
+    hook on the conv sees the conv's own output (the sum then goes to a new tensor)."""
+    net = small_net()
+    randomise_biases_and_norms(net, seed=4)
+    rstb = net.layers[0]
+    x = torch.randn(1, 16 * 24, 24, generator=torch.Generator().manual_seed(6))
+    before = x.clone()
+    with torch.no_grad():
+        plain = rstb(x, (16, 24))
+        assert torch.equal(x, before)
+        seen: list[torch.Tensor] = []
+        handle = rstb.conv.register_forward_hook(lambda m, i, o: seen.append(o))
+        try:
+            hooked = rstb(x, (16, 24))
+        finally:
+            handle.remove()
+        with straightforward_path():
+            slow = rstb(x, (16, 24))
+    assert torch.equal(x, before)
+    assert (hooked - plain).abs().max().item() <= 1e-5 and (slow - plain).abs().max().item() <= 1e-5
+    conv_out = swinir_mod.image_to_tokens(seen[0])
+    assert (conv_out + x - hooked).abs().max().item() <= 1e-6  # the hooked output was not summed into

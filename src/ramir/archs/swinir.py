@@ -219,6 +219,17 @@ def _observed(module: nn.Module) -> bool:
                for m in module.modules())
 
 
+def _add_to_output(output: torch.Tensor, residual: torch.Tensor, producer: nn.Module) -> torch.Tensor:
+    """``output + residual``, written into ``output`` when only this forward can see it: the fresh result
+    of a convolution, without autograd, hooks or tracing. A map-sized new buffer costs about as much in
+    page faults as the sum itself (large buffers come straight from the OS and are returned after use)."""
+    last = producer[-1] if isinstance(producer, nn.Sequential) and len(producer) else producer
+    if (isinstance(last, nn.Conv2d) and not torch.is_grad_enabled() and _caching_allowed()
+            and not straightforward_path_enabled() and not _observed(producer)):
+        return output.add_(residual)
+    return output + residual
+
+
 def _batch_rows(index: torch.Tensor, batch: int, length: int) -> torch.Tensor:
     """Token indices of every image of a batch, as rows of the (B*L, C) view."""
     if batch == 1:
@@ -239,9 +250,17 @@ def _caching_allowed() -> bool:
 
 
 def tokens_to_image(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B, H*W, C) -> (B, C, H, W) (the reference's PatchUnEmbed)."""
+    """(B, H*W, C) -> (B, C, H, W) (the reference's PatchUnEmbed), as a view in channels_last layout.
+
+    The reference's ``transpose(1, 2).view(...)`` gives the same view except for the batch stride, which
+    for B = 1 comes out as C: PyTorch then no longer recognises the layout as channels_last, copies the
+    map to NCHW before every convolution and returns an NCHW output (at 512x512 on one CPU thread each
+    3x3 conv plus its residual sum takes ~1.6x as long). The straightforward path keeps the literal form.
+    """
     b, _, c = x.shape
-    return x.transpose(1, 2).reshape(b, c, size[0], size[1])
+    if straightforward_path_enabled() or not x.is_contiguous():  # (a transposed NCHW map: view it back)
+        return x.transpose(1, 2).reshape(b, c, size[0], size[1])
+    return x.view(b, size[0], size[1], c).permute(0, 3, 1, 2)
 
 
 def image_to_tokens(x: torch.Tensor) -> torch.Tensor:
@@ -745,7 +764,7 @@ class RSTB(nn.Module):
 
     def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
         y = tokens_to_image(self.residual_group(x, x_size), x_size)
-        return image_to_tokens(self.conv(y)) + x
+        return _add_to_output(image_to_tokens(self.conv(y)), x, self.conv)
 
 
 class PatchEmbed(nn.Module):
@@ -878,8 +897,9 @@ class SwinIR(nn.Module):
         for layer in self.layers:
             z = layer(z, size)
         z = tokens_to_image(self.norm(z), size)
-        out = self.conv_last(self.conv_after_body(z) + tokens_to_image(t, size))
-        return out[..., :h, :w]
+        body = _add_to_output(self.conv_after_body(z), tokens_to_image(t, size), self.conv_after_body)
+        out = self.conv_last(body)
+        return out[..., :h, :w].contiguous()  # NCHW, as the reference returns it
 
 
 def _check_supported(patch_size: int, ape: bool, img_range: float, upsampler: str, resi_connection: str,
