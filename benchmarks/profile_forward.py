@@ -1,6 +1,7 @@
 """Where a forward pass spends its time: ``torch.profiler`` operator table (fast path, CPU).
 
     python -m benchmarks.profile_forward --model ram-swinir --size 128 --threads 1
+    python -m benchmarks.profile_forward --model ram-swinir --size 256 --threads 1 --shapes --rows 25
 
 Prints the wall time of one plain forward, then the operators sorted by their own CPU time, with the
 achieved GFLOP/s of the Linear layers (their matrix products) from the FLOP counter, to compare with
@@ -21,6 +22,8 @@ def main() -> None:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rows", type=int, default=15)
+    p.add_argument("--shapes", action="store_true",
+                   help="one row per operator and input shapes (shows which tensors are copied, and where)")
     args = p.parse_args()
 
     from torch.profiler import ProfilerActivity, profile
@@ -36,16 +39,18 @@ def main() -> None:
         counter = flop_counter()
         with counter:
             net(x)
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=args.shapes) as prof:
             net(x)
-    events = prof.key_averages()
+    events = prof.key_averages(group_by_input_shape=args.shapes)
     total = sum(e.self_cpu_time_total for e in events)
     print(f"{args.model} {args.size}x{args.size}, {args.threads} thread(s): {plain:.2f} s plain, "
           f"{total / 1e6:.2f} s under the profiler")
-    print(f"{'operator':<52} {'self s':>7} {'share':>6} {'calls':>6}")
+    heading = f"{'operator':<52} {'self s':>7} {'share':>6} {'calls':>6}"
+    print(heading + ("  input shapes" if args.shapes else ""))
     for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[: args.rows]:
         share = 100 * e.self_cpu_time_total / total
-        print(f"{e.key[:52]:<52} {e.self_cpu_time_total / 1e6:>7.3f} {share:>5.1f}% {e.count:>6}")
+        shapes = f"  {str(e.input_shapes)[:90]}" if args.shapes else ""
+        print(f"{e.key[:52]:<52} {e.self_cpu_time_total / 1e6:>7.3f} {share:>5.1f}% {e.count:>6}{shapes}")
     # The counter's module hooks make every block run on whole maps, where each Linear is one addmm; the
     # profiled pass (no hooks) runs SwinIR's blocks in pieces as mm / addmm / addmm_: same products.
     linear_flops = counter.get_flop_counts().get("Global", {}).get(torch.ops.aten.addmm, 0)

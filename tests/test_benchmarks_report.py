@@ -79,3 +79,33 @@ def test_interleaved_bench_alternates_the_paths():
     # fast path alone: no pairs, and the counted warm-up credits the network's arithmetic
     assert len(counted["fast_s"]) == 1 and counted["straightforward_s"] == counted["ratios"] == []
     assert counted["median_ratio"] is None and counted["flops"] > 0
+
+
+def _run_main(monkeypatch, capsys, module, argv: list[str]) -> str:
+    import importlib
+
+    import torch
+
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(sys, "argv", [module, *argv])
+    try:
+        importlib.import_module(module).main()
+    finally:
+        torch.set_num_threads(threads)  # the scripts set it for their process
+    return capsys.readouterr().out
+
+
+def test_conv_layout_bench_compares_equal_outputs(monkeypatch, capsys):
+    out = _run_main(monkeypatch, capsys, "benchmarks.conv_layout_bench",
+                    ["--size", "24", "--channels", "8", "--pairs", "2"])
+    difference = float(out.split("max abs difference of the outputs ")[1].split()[0])
+    assert difference < 1e-5  # the two layouts convolve the same map
+    assert "literal: median" in out and "channels_last: median" in out and "median of pairs" in out
+
+
+def test_profile_forward_lists_operators_with_their_input_shapes(monkeypatch, capsys):
+    out = _run_main(monkeypatch, capsys, "benchmarks.profile_forward",
+                    ["--model", "ram-swinir-small", "--size", "32", "--shapes", "--rows", "40"])
+    assert "input shapes" in out
+    conv_rows = [line for line in out.splitlines() if line.startswith("aten::mkldnn_convolution")]
+    assert conv_rows and all("[[1, " in line for line in conv_rows)  # one image, shapes listed
