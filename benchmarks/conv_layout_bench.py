@@ -19,11 +19,6 @@ import time
 import torch
 
 
-def literal_view(tokens: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    b, _, c = tokens.shape
-    return tokens.transpose(1, 2).reshape(b, c, size[0], size[1])
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=512)
@@ -32,7 +27,12 @@ def main() -> None:
     p.add_argument("--pairs", type=int, default=4)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    from ramir.archs.common import straightforward_path
     from ramir.archs.swinir import image_to_tokens, tokens_to_image
+
+    def literal_view(tokens: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        with straightforward_path():  # the reference's transpose().view(), as the slow path keeps it
+            return tokens_to_image(tokens, size)
 
     torch.manual_seed(0)
     size, c = (args.size, args.size), args.channels
