@@ -296,6 +296,18 @@ def test_memory_estimate_and_batch_suggestion():
     assert suggest_batch_steps(model, x, int(9.6 * per_point)) == 2
 
 
+def test_auto_batch_steps_batches_on_a_gpu_only(monkeypatch):
+    from ramir.cli import mac as mac_cli
+
+    model = _Toy()
+    x = torch.randn(1, 3, 10, 12)
+    monkeypatch.setattr(mac_cli, "available_memory", lambda device: 10**12)
+    # on the CPU batching does not pay (docs/performance.md), whatever memory is free
+    assert mac_cli.auto_batch_steps(model, x, torch.device("cpu")) == 1
+    # on a GPU: as many as half the free memory allows (the device only picks the policy here)
+    assert mac_cli.auto_batch_steps(model, x, torch.device("cuda")) == 16
+
+
 def test_pixel_orders_come_from_the_generator():
     torch.manual_seed(0)
     model = _Toy()
@@ -534,6 +546,6 @@ def test_cli_takes_images_from_a_recipe(tmp_path):
     doc = json.loads(out.read_text())
     assert [info["task"] for info in doc["images"]] == ["noise", "noise", "blur", "blur"]
     assert doc["settings"]["per_source"] == 2 and doc["settings"]["images"] == 4
-    assert doc["settings"]["batch_steps"] >= 1  # --batch-steps auto
+    assert doc["settings"]["batch_steps"] == 1  # --batch-steps auto, on the CPU
     (tmp_path / "empty.yaml").write_text("name: x\n")
     assert main([*args[:2], "--config", str(tmp_path / "empty.yaml"), "--out", str(out)]) == 2
