@@ -26,7 +26,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -163,36 +162,22 @@ def part_mac(emit) -> None:
 
 
 def _train(emit, settings: list[tuple[str, bool, bool, int]], iterations: int, warmup: int) -> None:
-    from benchmarks.train_bench import SyntheticPairs
+    from benchmarks.train_bench import bench_recipe, bench_trainer, timed_steps
     from ramir.archs import create_model
-    from ramir.training import Trainer, load_recipe
     from ramir.training.stages import PretrainStage
 
-    root = Path(__file__).resolve().parents[1]
     print(f"{'batch':>5} {'amp':<5} {'ch_last':<7} {'compile':<7} {'it/s':>7} {'img/s':>7} "
           f"{'first it s':>10} {'GPU MB':>7}", flush=True)
     for amp, channels_last, compiled, batch_size in settings:
-        recipe = load_recipe(root / "configs" / "cpu_tiny_pretrain.yaml")
-        recipe.train.batch_size, recipe.train.threads, recipe.train.device = batch_size, 0, DEVICE.type
-        recipe.train.amp, recipe.train.channels_last, recipe.train.compile = amp, channels_last, compiled
-        recipe.schedule.iterations = warmup + iterations
+        recipe = bench_recipe("pretrain", batch_size, warmup + iterations, device=DEVICE.type, amp=amp,
+                              channels_last=channels_last, compile=compiled)
         torch.manual_seed(0)
         model = create_model(BIG)
         stage = PretrainStage(recipe.mask.ratio, recipe.mask.patch, recipe.mask.per_sample)
-        with tempfile.TemporaryDirectory() as out:
-            trainer = Trainer(recipe, model=model, stage=stage, train_set=SyntheticPairs(PATCH),
-                              output_dir=out, resume="never", progress=False)
-            batches = trainer._batches()
+        with bench_trainer(recipe, model, stage, PATCH) as trainer:
             reset_peak()
-            times = []
-            for _ in range(warmup + iterations):
-                batch = next(batches)
-                sync()
-                t0 = time.perf_counter()
-                trainer.train_step(batch)
-                sync()
-                trainer.iteration += 1
-                times.append(time.perf_counter() - t0)
+            # the step alone, synchronised: drawing the batch is not counted here (it is on the CPU)
+            times = timed_steps(trainer, warmup + iterations, count_batch_drawing=False, sync=sync)
             fell_back = compiled and trainer._eager_net is None
         steady = times[warmup:]
         gpu_mb = peak_mb()
@@ -209,11 +194,12 @@ def _train(emit, settings: list[tuple[str, bool, bool, int]], iterations: int, w
 
 def part_train(emit) -> None:
     _train(emit, [("none", False, False, 4), ("bf16", False, False, 4), ("bf16", True, False, 4),
-                  ("none", False, False, 32), ("bf16", False, False, 32)], iterations=20, warmup=3)
+                  ("none", False, False, 32), ("bf16", False, False, 32)],
+           iterations=2 if SMOKE else 20, warmup=1 if SMOKE else 3)
 
 
 def part_compile(emit) -> None:
-    _train(emit, [("bf16", False, True, 4)], iterations=20, warmup=2)
+    _train(emit, [("bf16", False, True, 4)], iterations=2 if SMOKE else 20, warmup=2)
 
 
 PARTS = {"forward": part_forward, "mac": part_mac, "train": part_train, "compile": part_compile}

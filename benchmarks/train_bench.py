@@ -16,6 +16,8 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -40,19 +42,66 @@ class SyntheticPairs(torch.utils.data.Dataset):
         return {"lq": lq, "gt": gt, "task": "noise"}
 
 
+def bench_recipe(stage: str, batch: int, steps: int, **train_settings):
+    """The CPU recipe ``configs/cpu_tiny_<stage>.yaml`` set to ``batch`` images and ``steps`` iterations.
+
+    ``train_settings`` override fields of its ``train`` section (``amp``, ``channels_last``, ``device``, ...).
+    """
+    from ramir.training import load_recipe
+
+    recipe = load_recipe(ROOT / "configs" / f"cpu_tiny_{stage}.yaml")
+    recipe.train.batch_size, recipe.train.threads = batch, 0
+    for key, value in train_settings.items():
+        if not hasattr(recipe.train, key):
+            raise ValueError(f"unknown train setting {key!r}")
+        setattr(recipe.train, key, value)
+    recipe.schedule.iterations = steps
+    return recipe
+
+
+@contextmanager
+def bench_trainer(recipe, model: torch.nn.Module, stage, patch: int) -> Iterator:
+    """A ``Trainer`` on :class:`SyntheticPairs` of ``patch`` pixels, writing into a scratch directory."""
+    from ramir.training import Trainer
+
+    with tempfile.TemporaryDirectory() as out:
+        yield Trainer(recipe, model=model, stage=stage, train_set=SyntheticPairs(patch), output_dir=out,
+                      resume="never", progress=False)
+
+
+def timed_steps(trainer, steps: int, *, count_batch_drawing: bool = True,
+                sync: Callable[[], None] = lambda: None) -> list[float]:
+    """Seconds of each of ``steps`` engine steps (mask, forward, backward, optimiser, EMA).
+
+    ``count_batch_drawing`` includes drawing the batch from the loader, as the CPU figures always have
+    (it is part of what a training run waits for); the GPU benchmark leaves it out and passes ``sync``
+    (a device synchronisation) so that the clock stops when the GPU's work does.
+    """
+    batches = trainer._batches()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        batch = next(batches)
+        if not count_batch_drawing:
+            sync()
+            t0 = time.perf_counter()
+        trainer.train_step(batch)
+        sync()
+        trainer.iteration += 1
+        times.append(time.perf_counter() - t0)
+    return times
+
+
 def measure(model_name: str, stage: str, batch: int, patch: int, iterations: int, warmup: int,
             checkpointing: bool = False, channels_last: bool = False) -> dict:
     from benchmarks.common import peak_rss_mb
     from ramir.archs import create_model
     from ramir.mac import random_scores, ranking_from_scores
     from ramir.selection import select_layers
-    from ramir.training import Trainer, load_recipe
     from ramir.training.stages import FinetuneStage, PretrainStage
 
-    recipe = load_recipe(ROOT / "configs" / f"cpu_tiny_{stage}.yaml")
-    recipe.train.batch_size, recipe.train.threads = batch, 0
-    recipe.schedule.iterations = warmup + iterations
-    recipe.train.activation_checkpointing, recipe.train.channels_last = checkpointing, channels_last
+    recipe = bench_recipe(stage, batch, warmup + iterations,
+                          activation_checkpointing=checkpointing, channels_last=channels_last)
     torch.manual_seed(0)
     model = create_model(model_name)
     if stage == "pretrain":
@@ -60,16 +109,8 @@ def measure(model_name: str, stage: str, batch: int, patch: int, iterations: int
     else:
         ranking = ranking_from_scores(random_scores(model, seed=0))
         stage_obj = FinetuneStage(select_layers(ranking, 0.1))
-    with tempfile.TemporaryDirectory() as out:
-        trainer = Trainer(recipe, model=model, stage=stage_obj, train_set=SyntheticPairs(patch),
-                          output_dir=out, resume="never", progress=False)
-        batches = trainer._batches()
-        times = []
-        for _ in range(warmup + iterations):
-            t0 = time.perf_counter()
-            trainer.train_step(next(batches))
-            trainer.iteration += 1
-            times.append(time.perf_counter() - t0)
+    with bench_trainer(recipe, model, stage_obj, patch) as trainer:
+        times = timed_steps(trainer, warmup + iterations)
     steady = times[warmup:]
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -52,13 +52,35 @@ def test_gpu_bench_script_runs_in_smoke_mode(tmp_path):
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, GPU_BENCH_SMOKE="1", OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([str(root / "src"), str(root), os.environ.get("PYTHONPATH", "")]))
-    cmd = [sys.executable, "-m", "benchmarks.gpu_bench", "--out", str(tmp_path), "--parts", "mac"]
+    cmd = [sys.executable, "-m", "benchmarks.gpu_bench", "--out", str(tmp_path), "--parts", "mac", "train"]
     run = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stderr[-2000:]
     records = [json.loads(line) for line in (tmp_path / "gpu_bench.jsonl").read_text().splitlines()]
-    batched = [r for r in records if r["batch_steps"] > 1]
+    batched = [r for r in records if r["part"] == "mac" and r["batch_steps"] > 1]
     assert batched and all(r["identical_ranking"] for r in batched)
-    assert "(mac: exit 0" in run.stdout
+    train = [r for r in records if r["part"] == "train"]
+    assert [(r["batch"], r["amp"]) for r in train] == [(4, "none"), (4, "bf16"), (4, "bf16"), (32, "none"),
+                                                       (32, "bf16")]
+    assert all(len(r["times_s"]) == 3 and r["it_per_s"] > 0 for r in train)
+    assert "(mac: exit 0" in run.stdout and "(train: exit 0" in run.stdout
+
+
+def test_train_bench_times_engine_steps_of_both_stages():
+    import pytest
+    import torch
+    from benchmarks.train_bench import bench_recipe, measure
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        pre = measure("ram-swinir-small", "pretrain", batch=2, patch=16, iterations=2, warmup=1)
+        fine = measure("ram-swinir-small", "finetune", batch=2, patch=16, iterations=2, warmup=1)
+    finally:
+        torch.set_num_threads(threads)
+    assert pre["params"] >= pre["trainable"] > fine["trainable"] > 0  # fine-tuning trains the top 10 %
+    assert all(r["it_per_s"] > 0 and r["s_per_it"] == pytest.approx(1 / r["it_per_s"]) for r in (pre, fine))
+    with pytest.raises(ValueError, match="unknown train setting"):
+        bench_recipe("pretrain", 2, 3, not_a_setting=True)
 
 
 def test_interleaved_bench_alternates_the_paths():
