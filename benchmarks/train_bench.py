@@ -45,18 +45,15 @@ class SyntheticPairs(torch.utils.data.Dataset):
 def bench_recipe(stage: str, batch: int, steps: int, **train_settings):
     """The CPU recipe ``configs/cpu_tiny_<stage>.yaml`` set to ``batch`` images and ``steps`` iterations.
 
-    ``train_settings`` override fields of its ``train`` section (``amp``, ``channels_last``, ``device``, ...).
+    ``train_settings`` override fields of its ``train`` section (``amp``, ``channels_last``, ``device``, ...)
+    through the recipe's own ``--set`` overrides, so keys and values are checked as in a user's run.
     """
     from ramir.training import load_recipe
 
-    recipe = load_recipe(ROOT / "configs" / f"cpu_tiny_{stage}.yaml")
-    recipe.train.batch_size, recipe.train.threads = batch, 0
-    for key, value in train_settings.items():
-        if not hasattr(recipe.train, key):
-            raise ValueError(f"unknown train setting {key!r}")
-        setattr(recipe.train, key, value)
-    recipe.schedule.iterations = steps
-    return recipe
+    settings = {"batch_size": batch, "threads": 0, **train_settings}
+    overrides = [f"train.{key}={json.dumps(value)}" for key, value in settings.items()]
+    overrides.append(f"schedule.iterations={steps}")
+    return load_recipe(ROOT / "configs" / f"cpu_tiny_{stage}.yaml", overrides)
 
 
 @contextmanager

@@ -70,6 +70,8 @@ def test_train_bench_times_engine_steps_of_both_stages():
     import torch
     from benchmarks.train_bench import bench_recipe, measure
 
+    from ramir.errors import ConfigError
+
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -79,7 +81,7 @@ def test_train_bench_times_engine_steps_of_both_stages():
         torch.set_num_threads(threads)
     assert pre["params"] >= pre["trainable"] > fine["trainable"] > 0  # fine-tuning trains the top 10 %
     assert all(r["it_per_s"] > 0 and r["s_per_it"] == pytest.approx(1 / r["it_per_s"]) for r in (pre, fine))
-    with pytest.raises(ValueError, match="unknown train setting"):
+    with pytest.raises(ConfigError, match=r"unknown recipe key 'train\.not_a_setting'"):
         bench_recipe("pretrain", 2, 3, not_a_setting=True)
 
 
