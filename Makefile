@@ -22,7 +22,7 @@ browser:
 	  || echo "note: could not install chromium; browser test will be skipped"; }
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks experiments
 
 test: $(STAMP) browser lint
 	OMP_NUM_THREADS=2 $(VENV)/bin/pytest -q tests

@@ -133,3 +133,64 @@ def test_profile_forward_lists_operators_with_their_input_shapes(monkeypatch, ca
     assert "input shapes" in out
     conv_rows = [line for line in out.splitlines() if line.startswith("aten::mkldnn_convolution")]
     assert conv_rows and all("[[1, " in line for line in conv_rows)  # one image, shapes listed
+
+
+def _tiny_recipe(tmp_path, name: str, batch: int, patch: int, channels_last: bool) -> str:
+    import cv2
+    import numpy as np
+
+    folder = tmp_path / "clean"
+    folder.mkdir(exist_ok=True)
+    for i in range(3):
+        img = np.random.default_rng(i).integers(0, 256, (40, 48, 3), np.uint8)
+        cv2.imwrite(str(folder / f"{i}.png"), img)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(
+        f"name: {name}\nstage: finetune\nfinetune: {{ratio: 1.0}}\n"
+        "model: {name: nafnet, overrides: {width: 8, enc_blocks: [1], middle_blocks: 1, dec_blocks: [1]}}\n"
+        f"data:\n  train:\n    patch_size: {patch}\n    sources:\n"
+        "      - {name: noise, root: clean, degradation: {kind: noise, sigma: [0, 50]}}\n"
+        f"train: {{batch_size: {batch}, channels_last: {str(channels_last).lower()}}}\n"
+    )
+    return str(path)
+
+
+def test_recipe_throughput_times_two_recipes_alternately(tmp_path, monkeypatch, capsys):
+    old = _tiny_recipe(tmp_path, "old", 2, 32, False)
+    new = _tiny_recipe(tmp_path, "new", 4, 16, True)
+    out = _run_main(monkeypatch, capsys, "benchmarks.recipe_throughput",
+                    ["--old", old, "--new", new, "--threads", "1", "--steps", "2", "--warmup", "1",
+                     "--pairs", "2"])
+    assert "batch 2 x 32x32" in out and "batch 4 x 16x16" in out and "channels_last True" in out
+    rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert len(rows) == 2
+    for row in rows:  # samples/s and MP/s agree with the patch sizes, the ratio with the samples/s
+        old_s, new_s, old_mp, new_mp = map(float, row[1:5])
+        assert abs(old_mp - old_s * 32 * 32 / 1e6) < 1e-3 and abs(new_mp - new_s * 16 * 16 / 1e6) < 1e-3
+        assert abs(float(row[5].rstrip("x")) - new_s / old_s) < 0.01
+    assert "median ratio (samples/s, new/old)" in out
+
+
+def test_restoration_sheet_draws_one_row_per_task(tmp_path, monkeypatch, capsys):
+    import cv2
+    import numpy as np
+
+    import ramir
+    from ramir.checkpoints import save_checkpoint
+
+    for i in range(2):
+        img = np.random.default_rng(i).integers(0, 256, (40, 48, 3), np.uint8)
+        cv2.imwrite(str(tmp_path / f"{i}.png"), img)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("tasks:\n"
+                     f"  n25: {{clean: {tmp_path}, degradation: noise, level: 25}}\n"
+                     f"  clean: {{clean: {tmp_path}, degradation: none}}\n")
+    save_checkpoint(tmp_path / "m.safetensors",
+                    ramir.create_model("nafnet", width=8, enc_blocks=[1], middle_blocks=1, dec_blocks=[1]))
+    out = tmp_path / "sheet.png"
+    _run_main(monkeypatch, capsys, "benchmarks.restoration_sheet",
+              ["--suite", str(suite), "--model", str(tmp_path / "m.safetensors"), "--out", str(out),
+               "--crop", "32"])
+    sheet = cv2.imread(str(out))
+    assert sheet.shape[1] == 3 * (32 + 4)  # input | restored | clean
+    assert sheet.shape[0] > 2 * 32

@@ -418,6 +418,9 @@ def test_cli_verify_exit_codes(tmp_path, capsys):
     assert cli_main(["data", "verify", str(typo)]) == 2
     assert "degradaton" in capsys.readouterr().err
     assert cli_main(["data", "verify", str(tmp_path / "missing.yaml")]) == 2
+    child = tmp_path / "child.yaml"  # the data a recipe inherits through _base_ are verified too
+    child.write_text("_base_: good.yaml\nname: child\n")
+    assert cli_main(["data", "verify", str(child)]) == 1 and "extra.png" in capsys.readouterr().out
 
 
 def test_mac_images(tmp_path):
@@ -432,3 +435,38 @@ def test_mac_images(tmp_path):
         warnings.simplefilter("error")
         z, t = mac_images(spec, per_source=1, size=12, skip_identity=False)
     assert t == ["noise", "inv", "identity"] and z.shape[0] == 3
+
+
+def test_exclude_and_only_hold_a_validation_split_out(tmp_path):
+    clean_folder(tmp_path / "c", n=5)
+    inverted_pairs(tmp_path / "p", n=3)
+    (tmp_path / "val.txt").write_text("# the held-out names\n001.png\n003.jpg  # stem match\n")
+    (tmp_path / "pval.txt").write_text("2.png\n")
+    train = {
+        "sources": [
+            {"name": "c", "root": "c", "exclude": "val.txt"},
+            {"name": "p", "type": "paired", "root": "p", "exclude": "pval.txt"},
+        ]
+    }
+    val = {
+        "size": None,
+        "sources": [
+            {"name": "c", "root": "c", "only": "val.txt"},
+            {"name": "p", "type": "paired", "root": "p", "only": "pval.txt"},
+        ],
+    }
+    mixture = build_dataset(train, base_dir=tmp_path, seed=0)
+    train_files = {p.name for s in mixture.samplers for p in _source_files(s.source)}
+    assert train_files == {"000.png", "002.png", "004.png", "0.png", "1.png"}
+    held = build_dataset(val, base_dir=tmp_path, train=False)
+    assert sorted(item["name"] for item in held) == ["001.png", "003.png", "2.png"]
+    (tmp_path / "all.txt").write_text("".join(f"{i:03d}.png\n" for i in range(5)))
+    with pytest.raises(DataError, match="leaves no image"):
+        build_dataset({"sources": [{"root": "c", "exclude": "all.txt"}]}, base_dir=tmp_path)
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(DataError, match="names no image"):
+        build_dataset({"sources": [{"root": "c", "only": "empty.txt"}]}, base_dir=tmp_path)
+
+
+def _source_files(source) -> list[Path]:
+    return list(source.paths) if isinstance(source, CleanSource) else [lq for lq, _ in source.pairs]

@@ -251,3 +251,70 @@ def test_cli_errors(data, tmp_path, capsys):
     )
     assert "missing.pt" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_bm3d_baseline_denoises_and_skips_other_tasks(data):
+    pytest.importorskip("bm3d")  # an optional extra; requirements.lock installs it for the tests
+    method = ev.bm3d_baseline()
+    noise = ev.parse_task(f"n=clean:{data / 'clean'}:noise:25")
+    sample = next(ev.iter_samples(noise))
+    out = method.fn(sample.lq, noise)
+    assert out.shape == sample.lq.shape and out.dtype == np.float32
+    gain = metrics.psnr(metrics.quantize_u8(out), sample.gt_u8) - metrics.psnr(
+        metrics.quantize_u8(sample.lq), sample.gt_u8
+    )
+    assert gain > 3
+    assert method.fn(sample.lq, ev.parse_task(f"b=clean:{data / 'clean'}:jpeg:50")) is None
+
+
+def test_bm3d_baseline_missing_package_is_a_config_error(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_bm3d(name, *args, **kwargs):
+        if name == "bm3d":
+            raise ImportError("no bm3d")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_bm3d)
+    with pytest.raises(ConfigError, match=r"pip install 'ramir\[bm3d\]'"):
+        ev.bm3d_baseline()
+
+
+def test_only_list_keeps_the_named_images_and_none_is_the_clean_photo(data, tmp_path):
+    names = tmp_path / "val.txt"
+    names.write_text("# held out\nimg2.png\nimg0.png  # a comment\n\n")
+    pair_names = tmp_path / "pairs.txt"
+    pair_names.write_text("p1.png\n")
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "tasks:\n"
+        f"  c: {{clean: {data / 'clean'}, degradation: none, only: {names}}}\n"
+        f"  p: {{paired: {data / 'pairs'}, only: {pair_names}}}\n"
+    )
+    clean_task, paired_task = ev.load_suite(suite).tasks
+    samples = list(ev.iter_samples(clean_task))
+    assert [s.name for s in samples] == ["img0", "img2"]
+    for s in samples:  # the identity task: the input is the clean photo itself
+        assert np.array_equal(metrics.quantize_u8(s.lq), s.gt_u8)
+    assert [s.name for s in ev.iter_samples(paired_task)] == ["p1"]
+    names.write_text("nothing_here.png\n")
+    with pytest.raises(DataError, match="on its list"):
+        list(ev.iter_samples(clean_task))
+    with pytest.raises(DataError, match="no such name list"):
+        ev.make_task("x", "clean", data / "clean", degradation="none", only=tmp_path / "missing.txt")
+
+
+def test_select_keeps_the_named_suite_tasks(data, tmp_path, capsys):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("tasks:\n"
+                     f"  n15: {{clean: {data / 'clean'}, degradation: noise, level: 15}}\n"
+                     f"  b: {{clean: {data / 'clean'}, degradation: blur}}\n")
+    out = tmp_path / "out"
+    argv = ["evaluate", "--suite", str(suite), "--select", "b", "--baseline", "input", "--out", str(out)]
+    assert main(argv) == 0
+    assert {r["task"] for r in csv.DictReader((out / "per_image.csv").open())} == {"b"}
+    assert main(["evaluate", "--suite", str(suite), "--select", "x", "--baseline", "input",
+                 "--out", str(tmp_path / "o2")]) == 2
+    assert "no task 'x'" in capsys.readouterr().err

@@ -281,9 +281,21 @@ def test_pil_in_pil_out(restorer, mode):
         assert np.abs(np.asarray(out).astype(float) - expected).max() <= 1
 
 
-def test_too_small_and_wrong_inputs(restorer):
-    with pytest.raises(ImageError, match="smaller than the network's window of 8"):
-        restorer.restore(np.zeros((5, 30, 3), np.uint8))
+def test_images_smaller_than_the_window_are_padded_and_cropped_back(restorer):
+    rng = np.random.default_rng(0)
+    for shape in ((5, 30, 3), (6, 5, 3), (1, 1, 3)):
+        tiny = rng.integers(0, 256, shape, dtype=np.uint8)
+        out = restorer.restore(tiny)
+        assert out.shape == tiny.shape and out.dtype == np.uint8
+        # the same as restoring the edge-replicated padding by hand and cropping
+        h, w = shape[:2]
+        padded = np.pad(tiny, ((0, max(0, 8 - h)), (0, max(0, 8 - w)), (0, 0)), mode="edge")
+        assert np.abs(restorer.restore(padded)[:h, :w].astype(int) - out.astype(int)).max() <= 1
+
+
+def test_wrong_inputs(restorer):
+    with pytest.raises(ImageError, match="empty"):
+        restorer.restore(np.zeros((0, 30, 3), np.uint8))
     with pytest.raises(ImageError):
         restorer.restore(np.zeros((20, 20, 5), np.uint8))
     with pytest.raises(TypeError):

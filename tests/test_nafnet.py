@@ -47,3 +47,37 @@ def test_layers_are_convs_norms_and_blocks():
     net = ramir.create_model("nafnet-s")
     kinds = {type(net.get_submodule(n)).__name__ for n in ramir.attributable_layers(net)}
     assert kinds == {"Conv2d", "LayerNorm2d", "NAFBlock"}
+
+
+def test_layer_norm_takes_the_fused_path_in_channels_last_with_the_same_result():
+    from ramir.archs.nafnet import LayerNorm2d
+
+    torch.manual_seed(0)
+    norm = LayerNorm2d(6)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 6, 5, 7, requires_grad=True)
+    x_cl = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    y, y_cl = norm(x), norm(x_cl)
+    assert y_cl.is_contiguous(memory_format=torch.channels_last)  # the fused path kept the layout
+    assert torch.allclose(y, y_cl, atol=1e-5)
+    g = torch.randn_like(y)
+    (gx,) = torch.autograd.grad(y, x, g)
+    (gx_cl,) = torch.autograd.grad(y_cl, x_cl, g)
+    assert torch.allclose(gx, gx_cl, atol=1e-4)
+
+
+def test_nafnet_in_channels_last_matches_nchw():
+    torch.manual_seed(0)
+    net = ramir.create_model("nafnet-s").eval()
+    for m in net.modules():  # non-zero residual scales, so every block contributes
+        if hasattr(m, "beta"):
+            torch.nn.init.uniform_(m.beta, 0.1, 0.3)
+            torch.nn.init.uniform_(m.gamma, 0.1, 0.3)
+    x = torch.randn(2, 3, 24, 40)
+    with torch.no_grad():
+        y = net(x)
+        net.to(memory_format=torch.channels_last)
+        y_cl = net(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(y, y_cl, atol=1e-4)

@@ -118,7 +118,7 @@ def test_every_bad_input_is_one_line_and_the_rest_still_runs(tmp_path, capsys, m
     data = (d / "big.png").read_bytes()
     (d / "trunc.png").write_bytes(data[: len(data) // 2])
     (d / "big.png").unlink()
-    _img(d / "tiny.png", size=(6, 30))
+    tiny = _img(d / "tiny.png", size=(6, 5))  # smaller than the window of 8: padded, restored, cropped
     _img(d / "huge.png", size=(120, 100))
     code, out, err = _run(capsys, str(d), str(tmp_path / "missing.png"), str(tmp_path / "nomatch*.png"),
                           "-o", str(tmp_path / "out"), "--model", model, "--max-pixels", "10000")
@@ -126,7 +126,7 @@ def test_every_bad_input_is_one_line_and_the_rest_still_runs(tmp_path, capsys, m
     lines = _ramir_lines(err)
     reasons = {
         "empty.png": "empty file", "text.png": "not an image", "trunc.png": "truncated",
-        "tiny.png": "smaller than the network's window", "huge.png": "above the limit",
+        "huge.png": "above the limit",
         "missing.png": "no such file", "nomatch*.png": "no files match", "corrupt.png": "corrupt",
         "locked.png": "permission denied",
     }
@@ -134,8 +134,38 @@ def test_every_bad_input_is_one_line_and_the_rest_still_runs(tmp_path, capsys, m
         hits = [ln for ln in lines if name in ln]
         assert len(hits) == 1 and reason in hits[0], (name, lines)
     assert "Traceback" not in err
-    assert all((tmp_path / "out" / g.name).is_file() for g in good)
-    assert "restored 2, skipped 0, failed 9" in out
+    assert all((tmp_path / "out" / g.name).is_file() for g in [*good, tiny])
+    assert Image.open(tmp_path / "out" / "tiny.png").size == (6, 5)
+    assert "restored 3, skipped 0, failed 8" in out
+
+
+def test_output_option_naming_a_file_and_tiny_tiles_are_refused_up_front(tmp_path, capsys, model):
+    good = _img(tmp_path / "good.png")
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    for target in (afile, good):  # an existing file, or the input itself
+        code, _, err = _run(capsys, str(good), "-o", str(target), "--model", model, "--overwrite")
+        assert code == 2 and "is a file; -o names the output folder" in err
+        assert len(err.strip().splitlines()) == 1
+    assert afile.read_text() == "keep me"
+    for tile in ("8", "3"):
+        with pytest.raises(SystemExit) as exc:
+            main(["restore", str(good), "--tile", tile, "-o", str(tmp_path / "o")])
+        assert exc.value.code == 2
+        assert "at least 16 pixels" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_folder_hint_names_sub_folders_only_when_there_are_some(tmp_path, capsys, model):
+    flat, nested = tmp_path / "flat", tmp_path / "nested"
+    flat.mkdir()
+    (flat / "notes.txt").write_text("x")
+    _img(nested / "sub" / "a.png")
+    _, _, err = _run(capsys, str(flat), str(nested), "-o", str(tmp_path / "out"), "--model", model)
+    lines = _ramir_lines(err)
+    assert any(ln.endswith("flat: no image files in this folder") for ln in lines), lines
+    hint = "nested: no image files in this folder (use -r for its sub-folders)"
+    assert any(hint in ln for ln in lines), lines
 
 
 def test_debug_shows_the_exception(tmp_path, model):

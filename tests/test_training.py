@@ -23,7 +23,7 @@ from ramir.errors import ConfigError
 from ramir.training import Trainer, load_recipe, recipe_from_dict
 from ramir.training.config import apply_overrides, parse_override
 from ramir.training.ema import ModelEma
-from ramir.training.engine import list_states
+from ramir.training.engine import build_stage, list_states
 from ramir.training.schedule import lr_at
 from ramir.training.stages import FinetuneStage, PretrainStage
 
@@ -145,7 +145,14 @@ def test_overrides_and_base_inheritance(tmp_path):
         apply_overrides({"optim": {"lr": 1.0}}, ["optim.lr.x=1"])
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+EXPERIMENTS = CONFIGS.parent / "experiments"
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(CONFIGS.glob("*.yaml")) + sorted(EXPERIMENTS.glob("*/*.yaml")),
+    ids=lambda p: p.relative_to(CONFIGS.parent).as_posix(),
+)
 def test_shipped_recipes_validate(path):
     r = load_recipe(path)
     assert r.data.get("train")
@@ -474,3 +481,53 @@ def test_recipe_options_checkpointing_and_compile_fallback(tmp_path, monkeypatch
     assert any("torch.compile failed" in str(w.message) for w in caught)
     eager_losses = [r["loss"] for r in reference.history if "loss" in r]
     assert [r["loss"] for r in compiled.history if "loss" in r] == pytest.approx(eager_losses, rel=1e-6)
+
+
+def test_psnr_loss_is_the_mean_of_per_sample_decibels():
+    from ramir.training.losses import pixel_loss
+
+    torch.manual_seed(0)
+    target = torch.rand(3, 3, 8, 8)
+    error = torch.randn(3, 3, 8, 8) * torch.tensor([0.01, 0.1, 0.3]).view(3, 1, 1, 1)
+    pred = target + error
+    mse = error.pow(2).flatten(1).mean(1)
+    expected = (10 * torch.log10(mse + 1e-8)).mean()
+    assert torch.allclose(pixel_loss("psnr", pred, target), expected, atol=1e-5)
+    ones = torch.ones(3, 1, 8, 8)
+    assert torch.allclose(pixel_loss("psnr", pred, target, ones), expected, atol=1e-4)
+    # equal weight in decibels: ten times the error of any one sample adds the same 20/3 dB
+    for i in range(3):
+        scaled = error.clone()
+        scaled[i] *= 10
+        assert torch.allclose(pixel_loss("psnr", target + scaled, target) - expected,
+                              torch.tensor(20 / 3), atol=1e-3)
+    half = (torch.arange(64).view(1, 1, 8, 8) % 2).expand(3, 1, 8, 8).float()  # every other pixel
+    masked_mse = (error.pow(2) * half).flatten(1).sum(1) / (half.flatten(1).sum(1) * 3)
+    expected_masked = (10 * torch.log10(masked_mse)).mean()
+    assert torch.allclose(pixel_loss("psnr", pred, target, half), expected_masked, atol=1e-4)
+    assert torch.allclose(pixel_loss("l1", pred, target), error.abs().mean())
+    with pytest.raises(ValueError, match="unknown loss"):
+        pixel_loss("l3", pred, target)
+
+
+def test_recipe_loss_reaches_both_stages():
+    r = recipe_from_dict({**tiny_recipe(), "loss": "psnr"})
+    assert build_stage(r, toy()).loss_kind == "psnr"
+    with pytest.raises(ConfigError, match="loss"):
+        recipe_from_dict({**tiny_recipe(), "loss": "l2"}).validate()
+
+
+def test_ddp_always_wraps_a_one_process_group(tmp_path):
+    import torch.distributed as dist
+
+    from ramir.training import distributed
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        env, device, owned = distributed.setup("cpu", always=True)
+        assert env.distributed and env.joined and not owned and env.world_size == 1
+        assert type(distributed.wrap(toy(), env, device)).__name__ == "DistributedDataParallel"
+        env, _, _ = distributed.setup("cpu")  # auto: one process is never wrapped
+        assert not env.distributed
+    finally:
+        dist.destroy_process_group()

@@ -275,3 +275,11 @@ def test_browser_upload_slider_download(base_url, tmp_path):
             assert shot.stat().st_size > 1000
         finally:
             browser.close()
+
+
+def test_serve_picks_the_device_as_restore_does():
+    from ramir.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["serve"]).device == "auto"
+    assert parser.parse_args(["restore", "x.png"]).device == "auto"

@@ -74,6 +74,7 @@ def _default_range(kind: str) -> str:
 
 # degradation name -> what it is (shown in --help and in the report)
 DEGRADATIONS: dict[str, str] = {
+    "none": "no degradation: the clean photo itself (what a model must leave alone)",
     "noise": "additive Gaussian noise, LEVEL = sigma on 0-255 (paper: 15, 25, 50)",
     "blur": "Gaussian blur, 15x15 kernel, LEVEL = sigma (default 2.0)",
     "jpeg": "JPEG compression, LEVEL = quality (default 50)",
@@ -85,7 +86,10 @@ DEGRADATIONS: dict[str, str] = {
     "low_light": f"synthetic low light, LEVEL = exposure ({_default_range('low_light')})",
     "motion": f"synthetic camera-shake blur, LEVEL = path length in px ({_default_range('motion')})",
 }
-_ALIASES = {"lowlight": "low_light", "saltpepper": "salt_pepper", "sp": "salt_pepper", "gaussian": "noise"}
+_ALIASES = {
+    "identity": "none", "clean": "none", "lowlight": "low_light", "saltpepper": "salt_pepper",
+    "sp": "salt_pepper", "gaussian": "noise",
+}
 # paired layouts tried, in order, when a task names none (see ramir.data.folders.LAYOUTS)
 AUTO_LAYOUTS = ("input_target", "sots_outdoor", "gopro", "lol_v1", "lol_v2")
 
@@ -104,6 +108,7 @@ class TaskSpec:
     degradation: str | None = None  # clean only
     level: float | None = None
     seed: int = 0
+    only: Path | None = None  # a name list (configs/splits/): the task keeps these images only
 
     def describe(self) -> str:
         if self.source == "paired":
@@ -115,6 +120,7 @@ class TaskSpec:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["root"] = str(self.root)
+        d["only"] = None if self.only is None else str(self.only)
         return d
 
 
@@ -158,8 +164,12 @@ def make_task(
     degradation: str | None = None,
     level: float | None = None,
     seed: int = 0,
+    only: str | Path | None = None,
 ) -> TaskSpec:
-    """Validate and build a :class:`TaskSpec` (the folder must exist; a paired layout is detected)."""
+    """Validate and build a :class:`TaskSpec` (the folder must exist; a paired layout is detected).
+
+    ``only``: a name list file (``configs/splits/``); the task keeps the images it names.
+    """
     from ramir.data.folders import LAYOUTS
 
     if not name or any(c in name for c in "/\\"):
@@ -167,6 +177,9 @@ def make_task(
     path = Path(path).expanduser()
     if not path.is_dir():
         raise DataError(f"task {name!r}: no such folder: {path}")
+    only = None if only is None else Path(only).expanduser()
+    if only is not None and not only.is_file():
+        raise DataError(f"task {name!r}: no such name list: {only}")
     if source == "paired":
         if degradation is not None:
             raise ConfigError(f"task {name!r}: a paired task takes no degradation")
@@ -176,7 +189,7 @@ def make_task(
             raise ConfigError(f"task {name!r}: unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
         if layout is None:
             layout = "input_target" if input_dir else detect_layout(path)
-        return TaskSpec(name, "paired", path, layout, input_dir, target_dir, seed=int(seed))
+        return TaskSpec(name, "paired", path, layout, input_dir, target_dir, seed=int(seed), only=only)
     if source == "clean":
         if degradation is None:
             raise ConfigError(f"task {name!r}: a clean task needs a degradation ({', '.join(DEGRADATIONS)})")
@@ -184,7 +197,7 @@ def make_task(
         if kind in ("noise", "poisson", "speckle", "salt_pepper") and level is None:
             raise ConfigError(f"task {name!r}: {kind} needs a level, e.g. {name}=clean:{path}:{kind}:25")
         lvl = None if level is None else float(level)
-        return TaskSpec(name, "clean", path, degradation=kind, level=lvl, seed=int(seed))
+        return TaskSpec(name, "clean", path, degradation=kind, level=lvl, seed=int(seed), only=only)
     raise ConfigError(f"task {name!r}: source must be 'paired' or 'clean', got {source!r}")
 
 
@@ -236,7 +249,7 @@ class Suite:
 
 
 _SUITE_KEYS = {"tasks", "models", "baselines", "seed", "max_images"}
-_TASK_KEYS = {"paired", "clean", "layout", "input", "target", "degradation", "level", "seed"}
+_TASK_KEYS = {"paired", "clean", "layout", "input", "target", "degradation", "level", "seed", "only"}
 
 
 def load_suite(path: str | Path, seed: int | None = None) -> Suite:
@@ -277,6 +290,7 @@ def load_suite(path: str | Path, seed: int | None = None) -> Suite:
                     degradation=t.get("degradation"),
                     level=None if level is None else float(level),
                     seed=task_seed,
+                    only=None if t.get("only") is None else base / str(t["only"]),
                 )
             )
         elif "paired" in t:
@@ -289,6 +303,7 @@ def load_suite(path: str | Path, seed: int | None = None) -> Suite:
                     input_dir=None if t.get("input") is None else str(t["input"]),
                     target_dir=None if t.get("target") is None else str(t["target"]),
                     seed=task_seed,
+                    only=None if t.get("only") is None else base / str(t["only"]),
                 )
             )
         else:
@@ -314,6 +329,8 @@ def image_seed(seed: int, name: str) -> int:
 
 def degrade(clean01: np.ndarray, kind: str, level: float | None, seed: int) -> np.ndarray:
     """A deterministic degradation of a float32 RGB [0, 1] image (see the module docstring)."""
+    if kind == "none":
+        return np.asarray(clean01, dtype=np.float32).copy()
     if kind in _SYNTHETIC:
         from ramir.data import synthetic
 
@@ -340,12 +357,14 @@ def task_files(task: TaskSpec) -> list[tuple[str, Path, Path | None]]:
     Paired sets are matched by :func:`ramir.data.folders.pair_folders`; an input without a target is an
     error (an evaluation must not quietly skip images), a target without an input is ignored.
     """
-    from ramir.data.folders import list_images, names, pair_folders
+    from ramir.data.folders import filter_by_names, list_images, names, pair_folders, read_name_list
 
+    only = None if task.only is None else read_name_list(task.only)
     if task.source == "clean":
-        files = list_images(task.root, recursive=False)
+        files = filter_by_names(list_images(task.root, recursive=False), only=only)
         if not files:
-            raise DataError(f"task {task.name!r}: no images in {task.root}")
+            where = " on its list" if only else ""
+            raise DataError(f"task {task.name!r}: no images in {task.root}{where}")
         return [(p.stem, p, None) for p in files]
     pairing = pair_folders(task.root, task.layout, input_dir=task.input_dir, target_dir=task.target_dir)
     if pairing.unmatched_inputs:
@@ -354,7 +373,10 @@ def task_files(task: TaskSpec) -> list[tuple[str, Path, Path | None]]:
             f"({names(pairing.unmatched_inputs)}); layout {task.layout!r} matches them by name"
         )
     out = []
+    kept = None if only is None else set(filter_by_names([i for i, _ in pairing.pairs], only=only))
     for inp, tgt in sorted(pairing.pairs):
+        if kept is not None and inp not in kept:
+            continue
         group = inp.parent.parent
         prefix = "" if group == task.root else group.relative_to(task.root).as_posix().replace("/", "_") + "_"
         out.append((prefix + inp.stem, inp, tgt))
@@ -393,7 +415,7 @@ class Method:
     """Something that restores: ``fn(degraded, task)`` -> restored, or None where it does not apply."""
 
     label: str
-    kind: str  # "model" | "input" | "nlm"
+    kind: str  # "model" | "input" | "nlm" | "bm3d"
     fn: RestoreFn
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -425,7 +447,46 @@ def nlm_baseline() -> Method:
     return Method("nlm", "nlm", fn, info)
 
 
-BASELINES: dict[str, Callable[[], Method]] = {"input": input_baseline, "nlm": nlm_baseline}
+BM3D_MISSING = "the bm3d baseline needs the optional 'bm3d' package: pip install 'ramir[bm3d]'"
+
+
+def bm3d_denoise(lq01: np.ndarray, sigma: float) -> np.ndarray:
+    """CBM3D (the ``bm3d`` package's ``bm3d_rgb``, all stages, its default profile) told the true sigma.
+
+    The input is quantised to uint8 first, as every method here sees it; the package's colour
+    transform (opponent colour space) and Wiener stage are its own defaults.
+    """
+    try:
+        import bm3d
+    except ImportError:
+        raise ConfigError(BM3D_MISSING) from None
+    x = metrics.quantize_u8(lq01).astype(np.float32) / np.float32(255.0)
+    out = bm3d.bm3d_rgb(x, float(sigma) / 255.0)
+    return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
+
+
+def bm3d_baseline() -> Method:
+    try:
+        import bm3d  # noqa: F401  (fail before any image is read)
+    except ImportError:
+        raise ConfigError(BM3D_MISSING) from None
+
+    def fn(lq: np.ndarray, task: TaskSpec) -> np.ndarray | None:
+        if task.degradation != "noise" or task.level is None:
+            return None  # a Gaussian denoiser of known sigma: noise tasks only
+        return bm3d_denoise(lq, task.level)
+
+    info = {
+        "description": "CBM3D (bm3d.bm3d_rgb, default profile) told the true sigma; Gaussian noise only"
+    }
+    return Method("bm3d", "bm3d", fn, info)
+
+
+BASELINES: dict[str, Callable[[], Method]] = {
+    "input": input_baseline,
+    "nlm": nlm_baseline,
+    "bm3d": bm3d_baseline,
+}
 
 
 def restorer_method(label: str, restorer: Any, info: dict[str, Any] | None = None) -> Method:
@@ -645,9 +706,15 @@ def per_image_csv(result: EvaluationResult) -> str:
     return buf.getvalue()
 
 
+def _averaged(task: TaskSpec) -> bool:
+    """Clean-photo tasks (degradation ``none``) are reported but not averaged: their input is infinite."""
+    return not (task.source == "clean" and task.degradation == "none")
+
+
 def _table(result: EvaluationResult, summary: dict, psnr_key: str, ssim_key: str) -> list[str]:
     head = "| method | " + " | ".join(t.name for t in result.tasks) + " | average |"
     lines = [head, "|---" * (len(result.tasks) + 2) + "|"]
+    averaged = [t for t in result.tasks if _averaged(t)]
     for m in result.methods:
         cells, ps, ss = [], [], []
         for t in result.tasks:
@@ -656,11 +723,12 @@ def _table(result: EvaluationResult, summary: dict, psnr_key: str, ssim_key: str
                 cells.append("—")
                 continue
             cells.append(f"{_fmt(e[psnr_key], 2)} / {_fmt(e[ssim_key], 4)}")
-            ps.append(e[psnr_key])
-            ss.append(e[ssim_key])
+            if _averaged(t):
+                ps.append(e[psnr_key])
+                ss.append(e[ssim_key])
         avg = (
             f"{_fmt(float(np.mean(ps)), 2)} / {_fmt(float(np.mean(ss)), 4)}"
-            if len(ps) == len(result.tasks)
+            if averaged and len(ps) == len(averaged)
             else "—"
         )
         lines.append(f"| {m.label} | " + " | ".join(cells) + f" | {avg} |")
@@ -677,7 +745,8 @@ def report_markdown(result: EvaluationResult) -> str:
         "",
         f"ramir {__version__}; device {s.get('device', '?')}; tile {s.get('tile', '?')}; "
         f"max images per task: {s.get('max_images') or 'all'}. Cells are PSNR (dB) / SSIM, averaged over "
-        "the images of the task; — where a method does not apply (the average then needs every task).",
+        "the images of the task; — where a method does not apply (the average then needs every task); "
+        "clean-photo tasks (degradation none) are not averaged.",
         "",
         "## Reference protocol (RAM / BasicSR, the paper's tables)",
         "",

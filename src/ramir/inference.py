@@ -447,31 +447,77 @@ class Restorer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # tiles repeat one size: cuDNN's autotuning pays off
         self.multiple = network_multiple(self.network)
-        self._bpp = bytes_per_pixel(self.network)
-        self._forward: Callable[[torch.Tensor], torch.Tensor]
+        # a routed network (ramir.archs.routed): route each whole image once, then restore its tiles with
+        # the chosen expert, so that tiles never disagree; each expert gets its own backend
+        self._experts: list[nn.Module] | None = None
+        self._expert_forwards: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}
+        self.last_routes: list[str] = []
+        experts = getattr(self.network, "experts", None)
+        if hasattr(self.network, "route") and isinstance(experts, nn.ModuleList):
+            self._experts = list(experts)
+            self._bpp = max(bytes_per_pixel(e) for e in self._experts)
+        else:
+            self._bpp = bytes_per_pixel(self.network)
+        if self.backend == "onnxruntime" and (
+            self.device.type != "cpu" or self.precision != "fp32" or self.twin_mask
+        ):
+            raise RamirError("the onnxruntime backend runs on the CPU in fp32 without --twin-mask")
+        self._forward: Callable[[torch.Tensor], torch.Tensor] = (
+            self._backend_for(self.network) if self._experts is None else self.network
+        )
+
+    def _backend_for(self, network: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
         if self.backend == "onnxruntime":
-            if self.device.type != "cpu" or self.precision != "fp32" or self.twin_mask:
-                raise RamirError("the onnxruntime backend runs on the CPU in fp32 without --twin-mask")
             from ramir.ort_backend import OnnxRuntimeNetwork
 
-            self._forward = OnnxRuntimeNetwork(self.network)
-        else:
-            self._forward = TwinMaskNetwork(self.network) if self.twin_mask else self.network
+            return OnnxRuntimeNetwork(network)
+        return TwinMaskNetwork(network) if self.twin_mask else network
+
+    def _expert_forward(self, k: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        if k not in self._expert_forwards:
+            assert self._experts is not None
+            self._expert_forwards[k] = self._backend_for(self._experts[k])
+        return self._expert_forwards[k]
 
     @property
     def min_size(self) -> int:
-        """The smallest width/height accepted: the network's window (its padding cannot cover less)."""
-        return self.multiple
+        """The smallest width/height accepted: 1 (smaller images are padded to the network's window)."""
+        return 1
 
     def restore_tensor(self, x01: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) float in [0, 1] -> restored, CPU float32."""
+        """(N, 3, H, W) float in [0, 1] -> restored, CPU float32.
+
+        An image smaller than the network's window (its size multiple) is padded to it by edge
+        replication, restored and cropped back: every image comes back restored.
+        """
         h, w = x01.shape[-2:]
-        if min(h, w) < self.min_size:
-            raise ImageError(f"image is {w}x{h}, smaller than the network's window of {self.min_size} px")
-        return restore_tensor(
-            self._forward, x01, tile=self.tile, overlap=self.overlap, multiple=self.multiple,
-            device=self.device, precision=self.precision, bpp=self._bpp,
-        )
+        if min(h, w) < 1:
+            raise ImageError(f"image is {w}x{h}: empty")
+        if h < self.multiple or w < self.multiple:
+            padded = torch.nn.functional.pad(
+                x01.float(), (0, max(0, self.multiple - w), 0, max(0, self.multiple - h)), mode="replicate"
+            )
+            return self.restore_tensor(padded)[..., :h, :w]
+        if self._experts is None:
+            return restore_tensor(
+                self._forward, x01, tile=self.tile, overlap=self.overlap, multiple=self.multiple,
+                device=self.device, precision=self.precision, bpp=self._bpp,
+            )
+        outs, self.last_routes = [], []
+        for i in range(x01.shape[0]):
+            xi = x01[i : i + 1].detach().to("cpu", torch.float32)
+            with torch.inference_mode():
+                x_norm = normalize(xi).to(self.device)
+                k = self.network.route(x_norm)[0]
+                self.last_routes.append(self.network.route_names(x_norm)[0])
+            if k < 0:
+                outs.append(xi.clone())
+                continue
+            outs.append(restore_tensor(
+                self._expert_forward(k), xi, tile=self.tile, overlap=self.overlap, multiple=self.multiple,
+                device=self.device, precision=self.precision, bpp=self._bpp,
+            ))
+        return torch.cat(outs, dim=0)
 
     def restore_rgb(self, rgb: np.ndarray) -> np.ndarray:
         """(H, W, 3) float32 in [0, 1] -> restored (H, W, 3) float32 (no copy of the result)."""

@@ -20,6 +20,7 @@ ARCHITECTURES: dict[str, str] = {
     "swinir": "ramir.archs.swinir:SwinIR",
     "promptir": "ramir.archs.promptir:PromptIR",
     "nafnet": "ramir.archs.nafnet:NAFNet",
+    "routed": "ramir.archs.routed:RoutedNetwork",
 }
 
 

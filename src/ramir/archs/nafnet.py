@@ -18,7 +18,13 @@ from torch import nn
 
 
 class LayerNorm2d(nn.Module):
-    """LayerNorm over channels of an NCHW tensor (no permutes: cheaper on CPU)."""
+    """LayerNorm over the channels of an image tensor.
+
+    A channels_last tensor (training with ``train.channels_last``) is normalised by one fused
+    ``F.layer_norm`` over its NHWC view, which is a free permute in that layout. A plain NCHW tensor
+    (inference, ONNX export) takes the element-wise formula, which needs no transposes in NCHW. Both
+    compute the same function (biased variance, ``eps`` inside the square root).
+    """
 
     def __init__(self, channels: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -27,6 +33,9 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last):
+            y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+            return y.permute(0, 3, 1, 2)
         mu = x.mean(1, keepdim=True)
         var = (x - mu).pow(2).mean(1, keepdim=True)
         y = (x - mu) * torch.rsqrt(var + self.eps)

@@ -25,14 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def load_data_section(path: Path) -> dict:
-    """The ``data:`` mapping of a recipe file."""
-    import yaml
+    """The ``data:`` mapping of a recipe file, with what it inherits through ``_base_``."""
+    from ramir.training.config import read_recipe_dict
 
-    text = path.read_text(encoding="utf-8")  # FileNotFoundError -> one line from the CLI hub
-    try:
-        cfg = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    cfg = read_recipe_dict(path)  # FileNotFoundError -> one line from the CLI hub
     if not isinstance(cfg, dict) or not isinstance(cfg.get("data"), dict):
         raise ConfigError(f"{path}: no 'data:' section")
     data = cfg["data"]

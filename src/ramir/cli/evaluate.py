@@ -65,13 +65,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--baseline",
         action="append",
         default=[],
-        choices=["input", "nlm"],
-        help="'input': the degraded image itself; 'nlm': OpenCV non-local means (noise tasks only)",
+        choices=["input", "nlm", "bm3d"],
+        help="'input': the degraded image itself; 'nlm': OpenCV non-local means; 'bm3d': CBM3D from the "
+        "optional bm3d package (pip install 'ramir[bm3d]'); the last two on noise tasks only, told the "
+        "true sigma",
     )
     p.add_argument(
         "--task", action="append", default=[], metavar="NAME=SPEC", help="a test task (repeatable)"
     )
     p.add_argument("--suite", metavar="FILE", help="YAML file with tasks (and optionally models, baselines)")
+    p.add_argument("--select", action="append", default=[], metavar="TASK",
+                   help="only this task of the suite (repeatable)")
     p.add_argument("--out", default="ramir_eval", help="output folder (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
     p.add_argument("--max-images", type=int, default=None, metavar="N", help="first N images of each task")
@@ -111,7 +115,14 @@ def run(args: argparse.Namespace) -> int:
     tile = _tile(str(args.tile))
     suite = ev.load_suite(args.suite, seed=args.seed) if args.suite else ev.Suite()
     seed = args.seed if args.seed is not None else (suite.seed or 0)
-    tasks = list(suite.tasks) + [ev.parse_task(t, seed=seed) for t in args.task]
+    suite_tasks = list(suite.tasks)
+    if args.select:
+        names = [t.name for t in suite_tasks]
+        missing = [n for n in args.select if n not in names]
+        if missing:
+            raise ConfigError(f"--select: no task {missing[0]!r} in {args.suite} (it has {', '.join(names)})")
+        suite_tasks = [t for t in suite_tasks if t.name in args.select]
+    tasks = suite_tasks + [ev.parse_task(t, seed=seed) for t in args.task]
     max_images = args.max_images if args.max_images is not None else suite.max_images
     models = dict(suite.models)
     for text in args.model:
@@ -126,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     if not tasks:
         raise ConfigError("nothing to evaluate: give --task NAME=SPEC or --suite FILE (see --help)")
     if not models and not baselines:
-        raise ConfigError("nothing to evaluate: give --model PATH and/or --baseline input|nlm")
+        raise ConfigError("nothing to evaluate: give --model PATH and/or --baseline input|nlm|bm3d")
     ev.check_output_dir(args.out, overwrite=args.overwrite)
 
     methods = [ev.BASELINES[b]() for b in baselines]

@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="dynamic height/width (multiples of the network's window/stride)")
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
+    p.add_argument("--expert", metavar="NAME",
+                   help="a routed network (the default model) is exported one expert at a time: its name")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime comparison")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=run)
@@ -25,8 +27,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ramir.checkpoints import load_network
+    from ramir.errors import RamirError
 
     network = load_network(args.checkpoint, prefer_ema=not args.raw)
+    names = getattr(network, "expert_names", None)
+    if names is not None:  # routing is a per-image choice made in Python, not a graph: one expert per file
+        if args.expert not in names:
+            raise RamirError(f"{args.checkpoint} is a routed network; export one expert with --expert "
+                             f"{'|'.join(names)} (the router chooses among them when restoring)")
+        network = network.experts[names.index(args.expert)]
+    elif args.expert is not None:
+        raise RamirError(f"{args.checkpoint} is not a routed network; --expert does not apply")
     report = export_onnx(network, args.output, tile=args.tile, dynamic=args.dynamic, opset=args.opset,
                          verify=not args.no_verify, overwrite=args.overwrite)
     shape = "dynamic H, W" if report.dynamic else f"{report.tile}x{report.tile}"

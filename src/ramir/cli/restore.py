@@ -27,6 +27,7 @@ from ramir.errors import ImageError, RamirError
 from ramir.imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
 DEFAULT_OUTDIR = "restored"
+MIN_TILE = 16  # smaller tiles leave too little room for the feathered overlap of their neighbours
 _GLOB_CHARS = set("*?[")
 
 
@@ -46,8 +47,10 @@ def _parse_tile(text: str) -> int | str:
     except ValueError:
         msg = f"expected a number of pixels, 0 (whole image) or 'auto', got {text!r}"
         raise argparse.ArgumentTypeError(msg) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("tile size must be >= 0")
+    if value < 0 or 0 < value < MIN_TILE:
+        raise argparse.ArgumentTypeError(
+            f"tile size must be 0 (whole images) or at least {MIN_TILE} pixels, got {value}"
+        )
     return value
 
 
@@ -152,7 +155,9 @@ def collect_jobs(inputs: list[str], recursive: bool) -> tuple[list[Job], list[tu
             pattern = "**/*" if recursive else "*"
             found = sorted(p for p in path.glob(pattern) if p.is_file() and _is_image_name(p))
             if not found:
-                problems.append((text, "no image files in this folder" + ("" if recursive else " (use -r?)")))
+                below = not recursive and any(p.is_dir() for p in path.iterdir())
+                hint = " (use -r for its sub-folders)" if below else ""
+                problems.append((text, "no image files in this folder" + hint))
             for p in found:
                 add(p, p.relative_to(path))
         elif path.exists() or not _has_magic(text):
@@ -248,6 +253,8 @@ def run(args: argparse.Namespace) -> int:
         raise RamirError(f"--suffix must not contain a path separator: {args.suffix!r}")
     restorer = _load_restorer(args)
     outdir = Path(args.output if args.output is not None else DEFAULT_OUTDIR).expanduser()
+    if outdir.exists() and not outdir.is_dir():
+        raise RamirError(f"-o {outdir}: is a file; -o names the output folder (e.g. -o restored/)")
     if args.output is None:
         _say(f"ramir: writing to {DEFAULT_OUTDIR}{os.sep} (the default output folder; change it with -o)")
 
@@ -278,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
                 continue
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                loaded = read_image(job.source, max_pixels=args.max_pixels, min_size=restorer.min_size)
+                loaded = read_image(job.source, max_pixels=args.max_pixels)
                 result = restorer.restore_rgb(loaded.rgb)
                 write_image(out, result, like=loaded, overwrite=args.overwrite)
                 if args.compare:

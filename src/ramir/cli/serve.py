@@ -39,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="largest accepted image size in megapixels (default: %(default)s)",
     )
     p.add_argument(
-        "--device", default="cpu", help="torch device: cpu, cuda, cuda:1, auto (default: %(default)s)"
+        "--device", default="auto",
+        help="torch device: auto (cuda > mps > cpu, as restore), cpu, cuda, cuda:1 (default: %(default)s)"
     )
     p.add_argument(
         "--tile", type=int, default=None, help="restore in tiles of this size to bound memory on large images"

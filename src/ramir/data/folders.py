@@ -67,6 +67,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 
 # ----------------------------------------------------------------------------------- name matching
+
 _ROLE_PREFIX = re.compile(
     r"^(?:no)?rain[-_]?(?=\d)|^(?:low|normal|high|hazy|clear|blur|sharp|gt|lq)[-_]?(?=\d)"
 )
@@ -79,6 +80,35 @@ def stem_key(path: Path) -> str:
     both become ``001``/``00001``; ``r000da3d7t`` (LOL-v2 Synthetic) stays as it is.
     """
     return _ROLE_PREFIX.sub("", path.stem.lower())
+
+
+def read_name_list(path: str | Path) -> frozenset[str]:
+    """The image names of a split file: one per line, ``#`` starts a comment; compared by :func:`stem_key`.
+
+    Split files (``configs/splits/``) are how a validation set is held out of the training sources:
+    a training source ``exclude``s the names, the validation suite keeps ``only`` them.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise DataError(f"cannot read the name list {path}: {exc.strerror or exc}") from None
+    found = {stem_key(Path(line.split("#", 1)[0].strip())) for line in lines}
+    found.discard("")
+    if not found:
+        raise DataError(f"the name list {path} names no image")
+    return frozenset(found)
+
+
+def filter_by_names(
+    paths: Iterable[Path], *, only: frozenset[str] | None = None, exclude: frozenset[str] | None = None
+) -> list[Path]:
+    """``paths`` whose :func:`stem_key` is in ``only`` (when given) and not in ``exclude``."""
+    return [
+        p
+        for p in paths
+        if (only is None or stem_key(p) in only) and (exclude is None or stem_key(p) not in exclude)
+    ]
 
 
 def id_prefix_key(path: Path) -> str:

@@ -17,6 +17,8 @@
         sources: [...]
 
 Keys a source may have: :data:`SOURCE_KEYS`; unknown keys anywhere raise :class:`ConfigError`.
+``exclude: FILE`` / ``only: FILE`` name lists (``configs/splits/``) hold a validation split out of a
+training source, or restrict a source to it.
 Without ``type`` a source is paired when it names a paired layout, else clean. ``root`` may be a list
 of folders read as one source (LOL-v2 ``Real_captured/Train`` and ``Synthetic/Train``, as in RAM).
 Relative roots (and kernel files) resolve against ``base_dir``, the recipe file's directory.
@@ -44,10 +46,12 @@ from ramir.data.datasets import (
 from ramir.data.folders import (
     LAYOUTS,
     Pairing,
+    filter_by_names,
     list_images,
     names,
     pair_folders,
     read_image,
+    read_name_list,
     warn_unmatched,
 )
 from ramir.data.mixture import MixtureDataset
@@ -60,7 +64,19 @@ SOURCE_TYPES: dict[str, str] = {
     "paired": "a folder of real (degraded, clean) pairs in one of the LAYOUTS (default input_target)",
 }
 SOURCE_KEYS = frozenset(
-    {"name", "type", "root", "layout", "degradation", "weight", "max_images", "input_dir", "target_dir"}
+    {
+        "name",
+        "type",
+        "root",
+        "layout",
+        "degradation",
+        "weight",
+        "max_images",
+        "input_dir",
+        "target_dir",
+        "exclude",
+        "only",
+    }
 )
 TRAIN_KEYS = frozenset(
     {"patch_size", "samples_per_epoch", "flip", "vflip", "rot90", "small_images", "sources"}
@@ -81,6 +97,8 @@ class SourceSpec:
     max_images: int | None = None
     input_dir: str | None = None
     target_dir: str | None = None
+    exclude: Path | None = None  # a name list (configs/splits/) held out of this source
+    only: Path | None = None  # a name list this source is restricted to
 
 
 @dataclass(frozen=True)
@@ -168,6 +186,12 @@ def parse_source(entry: Any, *, base_dir: str | Path | None = None, where: str =
         if layout not in LAYOUTS:
             raise ConfigError(f"{where}: unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
         default_name = LAYOUTS[layout].task if layout != "input_target" else roots[0].name
+    lists: dict[str, Path | None] = {}
+    for key in ("exclude", "only"):
+        lists[key] = None
+        if key in entry:
+            listed = Path(_str(entry[key], f"{where}.{key}")).expanduser()
+            lists[key] = listed if listed.is_absolute() or base_dir is None else Path(base_dir) / listed
     weight = entry.get("weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
         raise ConfigError(f"{where}.weight: expected a number >= 0, got {weight!r}")
@@ -181,6 +205,8 @@ def parse_source(entry: Any, *, base_dir: str | Path | None = None, where: str =
         max_images=_int(entry.get("max_images"), f"{where}.max_images", allow_none=True),
         input_dir=_str(entry["input_dir"], f"{where}.input_dir") if "input_dir" in entry else None,
         target_dir=_str(entry["target_dir"], f"{where}.target_dir") if "target_dir" in entry else None,
+        exclude=lists["exclude"],
+        only=lists["only"],
     )
 
 
@@ -218,8 +244,18 @@ def parse_split(
     )
 
 
+def _name_filter(src: SourceSpec) -> dict[str, frozenset[str] | None]:
+    return {
+        "only": None if src.only is None else read_name_list(src.only),
+        "exclude": None if src.exclude is None else read_name_list(src.exclude),
+    }
+
+
 def open_source(src: SourceSpec, *, warn: bool = True) -> Source:
-    """List (and pair) a source's files; DataError if the folder is missing or holds nothing usable."""
+    """List (and pair) a source's files; DataError if the folder is missing or holds nothing usable.
+
+    ``only``/``exclude`` name lists select by the clean image's (or the pair's input's) name.
+    """
     if src.type == "clean":
         degradation = build_degradation(src.degradation)
         paths: list[Path] = []
@@ -230,11 +266,24 @@ def open_source(src: SourceSpec, *, warn: bool = True) -> Source:
             if not found:
                 raise DataError(f"source {src.name!r}: no images in {root}")
             paths.extend(found)
+        paths = filter_by_names(paths, **_name_filter(src))
+        if not paths:
+            raise DataError(f"source {src.name!r}: its name list leaves no image")
         return CleanSource(src.name, paths[: src.max_images], degradation)
     pairing = pair_source(src)
     if warn:
         warn_unmatched(pairing, f"source {src.name!r} ({', '.join(map(str, src.roots))})")
-    return PairedSource(src.name, pairing.pairs[: src.max_images])
+    return PairedSource(src.name, _selected_pairs(src, pairing.pairs)[: src.max_images])
+
+
+def _selected_pairs(src: SourceSpec, pairs: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
+    if src.only is None and src.exclude is None:
+        return pairs
+    kept = set(filter_by_names([lq for lq, _ in pairs], **_name_filter(src)))
+    selected = [(lq, gt) for lq, gt in pairs if lq in kept]
+    if not selected:
+        raise DataError(f"source {src.name!r}: its name list leaves no pair")
+    return selected
 
 
 def pair_source(src: SourceSpec) -> Pairing:
@@ -337,7 +386,7 @@ def source_reports(
                 pairing = pair_source(src)
                 rep.pairing = f"layout {src.layout}: {pairing.summary()}"
                 rep.problems.extend(pairing.problems())
-                source = PairedSource(src.name, pairing.pairs[: src.max_images])
+                source = PairedSource(src.name, _selected_pairs(src, pairing.pairs)[: src.max_images])
         except RamirError as exc:
             rep.problems.append(str(exc))
             continue

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from ramir.errors import ConfigError
+from ramir.training.losses import LOSSES
 
 STAGES = ("pretrain", "finetune")
 AMP_MODES = ("none", "bf16", "fp16")
@@ -101,6 +102,7 @@ class TrainSection:
     activation_checkpointing: bool = False  # recompute block activations in backward: less memory
     compile: bool = False  # torch.compile the network; falls back to eager if compilation fails
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    ddp: str = "auto"  # auto: DDP with 2+ processes; always: also with one torchrun process
 
 
 @dataclass
@@ -118,6 +120,7 @@ class Recipe:
     ema: EmaSection = field(default_factory=EmaSection)
     finetune: FinetuneSection = field(default_factory=FinetuneSection)
     train: TrainSection = field(default_factory=TrainSection)
+    loss: str = "l1"  # l1 (RAM) | psnr (per-sample log MSE, as NAFNet): ramir.training.losses
     output_dir: str = "experiments/{name}"
     # where the recipe file lives: ramir.data resolves relative data roots against it (not a YAML key)
     base_dir: Path | None = field(default=None, init=False, repr=False, compare=False)
@@ -126,6 +129,8 @@ class Recipe:
         """Check values that types alone cannot; returns self so calls chain."""
         _choice("stage", self.stage, STAGES)
         _choice("train.amp", self.train.amp, AMP_MODES)
+        _choice("train.ddp", self.train.ddp, ("auto", "always"))
+        _choice("loss", self.loss, LOSSES)
         _choice("finetune.by", self.finetune.by, ("count", "params"))
         _choice("finetune.init", self.finetune.init, ("raw", "ema"))
         if self.model is None and self.init_from is None:

@@ -24,6 +24,7 @@ class DistEnv:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    joined: bool = False  # in a process group even with one process (``train.ddp: always``)
 
     @property
     def is_main(self) -> bool:
@@ -31,7 +32,7 @@ class DistEnv:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.joined
 
 
 def _pick_device(preference: str, local_rank: int) -> torch.device:
@@ -46,31 +47,37 @@ def _pick_device(preference: str, local_rank: int) -> torch.device:
     return device
 
 
-def setup(device_preference: str = "auto") -> tuple[DistEnv, torch.device, bool]:
+def setup(device_preference: str = "auto", *, always: bool = False) -> tuple[DistEnv, torch.device, bool]:
     """Join the process group described by the environment (if any) and choose this rank's device.
 
+    ``always``: under ``torchrun`` join the group and wrap in DDP even with one process, so that a
+    one-GPU run exercises the very path (NCCL, DDP hooks) that a many-GPU run takes.
     Returns the environment, the device and whether this call created the process group (and so
     should destroy it when training ends).
     """
     owned = False
+    joined = False
     if dist.is_available() and dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
         local_rank = int(os.environ.get("LOCAL_RANK", rank))
+        joined = always
     else:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if world > 1:
+        under_torchrun = "MASTER_ADDR" in os.environ and "RANK" in os.environ
+        if world > 1 or (always and under_torchrun and dist.is_available()):
             device = _pick_device(device_preference, local_rank)
             if device.type == "cuda":
                 torch.cuda.set_device(device)
             backend = "nccl" if device.type == "cuda" else "gloo"
             dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world)
             owned = True
+            joined = world == 1
     device = _pick_device(device_preference, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    return DistEnv(rank, world, local_rank), device, owned
+    return DistEnv(rank, world, local_rank, joined), device, owned
 
 
 def wrap(model: nn.Module, env: DistEnv, device: torch.device) -> nn.Module:

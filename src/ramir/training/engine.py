@@ -112,14 +112,14 @@ def tunes_everything(recipe: Recipe) -> bool:
 def build_stage(recipe: Recipe, model: nn.Module) -> Stage:
     if recipe.stage == "pretrain":
         m = recipe.mask
-        return PretrainStage(m.ratio, m.patch, m.per_sample, seed=recipe.train.seed)
+        return PretrainStage(m.ratio, m.patch, m.per_sample, seed=recipe.train.seed, loss=recipe.loss)
     check_inputs(recipe, model=False)
     ft = recipe.finetune
     if tunes_everything(recipe):
         from ramir.layers import attributable_layers
 
-        return FinetuneStage(attributable_layers(model))
-    return FinetuneStage(finetune_layers(model, ft.ranking, ft.ratio, ft.by))
+        return FinetuneStage(attributable_layers(model), loss=recipe.loss)
+    return FinetuneStage(finetune_layers(model, ft.ranking, ft.ratio, ft.by), loss=recipe.loss)
 
 
 def build_datasets(recipe: Recipe) -> tuple[Dataset, Dataset | None]:
@@ -235,7 +235,7 @@ class Trainer:
     ) -> None:
         self.recipe = recipe
         cfg = recipe.train
-        self.env, self.device, self._owns_group = distributed.setup(cfg.device)
+        self.env, self.device, self._owns_group = distributed.setup(cfg.device, always=cfg.ddp == "always")
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         self.amp = cfg.amp

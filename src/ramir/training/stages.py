@@ -14,12 +14,12 @@ from __future__ import annotations
 from typing import Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ramir.errors import ConfigError
 from ramir.imagespace import normalize
 from ramir.masking import apply_mask, batch_masks, masked_l1_loss, twin_mask_forward
+from ramir.training.losses import pixel_loss
 from ramir.training.sampling import derive_seed
 
 
@@ -55,8 +55,10 @@ class PretrainStage:
 
     name = "pretrain"
 
-    def __init__(self, ratio: float = 0.5, patch: int = 1, per_sample: bool = False, seed: int = 0) -> None:
+    def __init__(self, ratio: float = 0.5, patch: int = 1, per_sample: bool = False, seed: int = 0,
+                 loss: str = "l1") -> None:
         self.ratio, self.patch, self.per_sample, self.seed = ratio, patch, per_sample, seed
+        self.loss_kind = loss
 
     def prepare(self, model: nn.Module) -> list[str]:
         return [n for n, p in model.named_parameters() if p.requires_grad]
@@ -73,7 +75,9 @@ class PretrainStage:
         b, _, h, w = lq.shape
         m = self.masks(b, h, w, step, rank, world).to(device=lq.device, dtype=lq.dtype)
         pred = net(apply_mask(normalize(lq), m))
-        return masked_l1_loss(pred.float(), normalize(gt).float(), m)
+        if self.loss_kind == "l1":
+            return masked_l1_loss(pred.float(), normalize(gt).float(), m)
+        return pixel_loss(self.loss_kind, pred.float(), normalize(gt).float(), m)
 
     def predict(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Validation of a pre-trained (not fine-tuned) network: the twin-mask forward of the paper's
@@ -83,7 +87,8 @@ class PretrainStage:
         return twin_mask_forward(net, x, self.ratio, g)
 
     def metadata(self) -> dict:
-        return {"mask_ratio": self.ratio, "mask_patch": self.patch, "mask_per_sample": self.per_sample}
+        return {"mask_ratio": self.ratio, "mask_patch": self.patch, "mask_per_sample": self.per_sample,
+                "loss": self.loss_kind}
 
 
 class FinetuneStage:
@@ -91,10 +96,11 @@ class FinetuneStage:
 
     name = "finetune"
 
-    def __init__(self, layers: list[str]) -> None:
+    def __init__(self, layers: list[str], loss: str = "l1") -> None:
         if not layers:
             raise ConfigError("fine-tuning needs at least one selected layer")
         self.layers = list(layers)
+        self.loss_kind = loss
 
     def prepare(self, model: nn.Module) -> list[str]:
         from ramir.layers import attributable_layers
@@ -115,13 +121,13 @@ class FinetuneStage:
     def loss(self, net: nn.Module, lq: torch.Tensor, gt: torch.Tensor, step: int, rank: int = 0,
              world: int = 1) -> torch.Tensor:
         pred = net(normalize(lq))
-        return F.l1_loss(pred.float(), normalize(gt).float())
+        return pixel_loss(self.loss_kind, pred.float(), normalize(gt).float())
 
     def predict(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return net(x)
 
     def metadata(self) -> dict:
-        return {"finetuned_layers": self.layers}
+        return {"finetuned_layers": self.layers, "loss": self.loss_kind}
 
 
 def finetune_layers(model: nn.Module, ranking_path: str, ratio: float, by: str = "count") -> list[str]:

@@ -1,0 +1,155 @@
+"""A degradation-routed network: a small classifier picks one expert restorer per image.
+
+Why: measured on the validation split, one small network trained on the whole mix learns almost
+nothing of blur, JPEG or motion (the same ``nafnet-s`` trained on Gaussian blur alone gains 2.8 dB
+in 3,000 iterations, inside the mix 0.0 dB): denoising asks it to smooth and deblurring to sharpen,
+and a blind network that cannot tell which it faces learns a compromise. Routing gives each expert
+one family of degradations, so each is as good as a single-task network, while the user still
+gets one model that is told nothing (the expert-routing idea of mixture-of-experts restorers such
+as MoCE-IR, at the granularity of a whole image).
+
+* :class:`DegradationRouter`: a fully convolutional classifier; it pools feature statistics (mean and
+  standard deviation) at full resolution, where noise, JPEG blocks and blur show, and after four
+  stride-2 stages, where haze and low light show. It sees at most ``route_size`` x ``route_size``
+  pixels at native resolution (a centre crop): never a downscaled image, which would hide exactly
+  the fine-scale artefacts it must find.
+* :class:`RoutedNetwork`: the router and the experts. ``classes[i]`` is the router's i-th class and
+  ``class_to_expert[i]`` the expert restoring it, or ``-1`` for "leave the image as it is" (the clean
+  class). Like every ramir network it maps ImageNet-normalised RGB to ImageNet-normalised RGB; the
+  experts are plain networks of the registry, so RAM (masking, MAC, selective fine-tuning) trains
+  each of them as it trains any network.
+
+``ramir.inference`` routes once per image (on the whole image, before tiling) and restores every tile
+with the chosen expert, so tiles never disagree; calling the module directly routes each input.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _stats(x: torch.Tensor) -> torch.Tensor:
+    """Per-channel mean and standard deviation over the pixels: (N, 2C)."""
+    flat = x.flatten(2)
+    return torch.cat([flat.mean(-1), flat.std(-1, unbiased=False)], dim=1)
+
+
+def blockiness(x: torch.Tensor, period: int = 8) -> torch.Tensor:
+    """JPEG's 8x8 block grid, whatever its phase: (N, 2 * period) log-ratios.
+
+    The mean absolute difference between neighbouring columns (rows) is averaged by column (row)
+    index modulo ``period`` and sorted, so a grid at any offset gives the same features: a blocky image
+    has one phase whose differences stand out. Small convolutions pooled over the image do not see this
+    periodic structure, which is why it is computed explicitly.
+    """
+    feats = []
+    for dim in (-1, -2):
+        d = (x.narrow(dim, 1, x.shape[dim] - 1) - x.narrow(dim, 0, x.shape[dim] - 1)).abs().mean(1)
+        d = d.mean(-2 if dim == -1 else -1)  # (N, length - 1): one value per column (row) boundary
+        usable = (d.shape[-1] // period) * period
+        if usable == 0:
+            feats.append(torch.zeros(x.shape[0], period, dtype=x.dtype, device=x.device))
+            continue
+        phases = d[:, :usable].reshape(x.shape[0], -1, period).mean(1)
+        phases = phases / (phases.mean(1, keepdim=True) + 1e-6)
+        feats.append(torch.log(phases.sort(dim=1, descending=True).values + 1e-6))
+    return torch.cat(feats, dim=1)
+
+
+class DegradationRouter(nn.Module):
+    """The degradation class of an ImageNet-normalised image of any size: (N, 3, H, W) -> (N, classes)."""
+
+    def __init__(self, classes: int, width: int = 16) -> None:
+        super().__init__()
+        w = width
+        self.full = nn.Sequential(nn.Conv2d(3, w, 3, padding=1), nn.ReLU(inplace=True))
+        chans = [w, 2 * w, 2 * w, 4 * w, 4 * w]
+        stages: list[nn.Module] = []
+        for cin, cout in itertools.pairwise(chans):
+            stages += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
+        self.down = nn.Sequential(*stages)
+        features = 2 * (3 + w + chans[-1]) + 16
+        # the pooled statistics differ in scale by orders of magnitude (a noise std next to a mean): a
+        # LayerNorm puts them on one scale before the classifier, which speeds its training up a lot
+        self.head = nn.Sequential(
+            nn.LayerNorm(features), nn.Linear(features, 64), nn.ReLU(inplace=True), nn.Linear(64, classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f0 = self.full(x)
+        f1 = self.down(f0)
+        return self.head(torch.cat([_stats(x), _stats(f0), _stats(f1), blockiness(x)], dim=1))
+
+
+def centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The centre ``size`` x ``size`` (at most), its corner on the 8-pixel grid (JPEG's blocks stay whole)."""
+    h, w = x.shape[-2:]
+    if h <= size and w <= size:
+        return x
+    ch, cw = min(h, size), min(w, size)
+    top, left = (h - ch) // 2 // 8 * 8, (w - cw) // 2 // 8 * 8
+    return x[..., top : top + ch, left : left + cw]
+
+
+class RoutedNetwork(nn.Module):
+    """A router and experts; ``forward`` restores each image with the expert its class maps to."""
+
+    def __init__(
+        self,
+        *,
+        classes: Sequence[str],
+        class_to_expert: Sequence[int],
+        experts: Sequence[str],
+        expert_arch: str = "nafnet",
+        expert_kwargs: dict[str, Any] | None = None,
+        router_width: int = 16,
+        route_size: int = 512,
+    ) -> None:
+        super().__init__()
+        from ramir.archs import build_network
+
+        if len(classes) != len(class_to_expert):
+            raise ValueError("classes and class_to_expert need the same length")
+        if not experts:
+            raise ValueError("a routed network needs at least one expert")
+        bad = [i for i in class_to_expert if not -1 <= int(i) < len(experts)]
+        if bad:
+            raise ValueError(f"class_to_expert holds {bad[0]}, not an expert index (or -1 for identity)")
+        self.classes = list(classes)
+        self.class_to_expert = [int(i) for i in class_to_expert]
+        self.expert_names = list(experts)
+        self.route_size = int(route_size)
+        self.router = DegradationRouter(len(self.classes), router_width)
+        self.experts = nn.ModuleList(build_network(expert_arch, **dict(expert_kwargs or {})) for _ in experts)
+        multiples = {int(getattr(e, "size_multiple", 1)) for e in self.experts}
+        self.size_multiple = max(multiples)
+
+    def route_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The router's class logits of each image, from its centre ``route_size`` crop."""
+        return self.router(centre_crop(x, self.route_size))
+
+    def route(self, x: torch.Tensor) -> list[int]:
+        """The expert index of each image (-1: leave it unchanged)."""
+        classes = self.route_logits(x).argmax(1).tolist()
+        return [self.class_to_expert[c] for c in classes]
+
+    def route_names(self, x: torch.Tensor) -> list[str]:
+        """The router's class name of each image (what ``ramir restore`` reports)."""
+        return [self.classes[c] for c in self.route_logits(x).argmax(1).tolist()]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for i, k in enumerate(self.route(x)):
+            xi = x[i : i + 1]
+            outs.append(xi.clone() if k < 0 else self.experts[k](xi))
+        return torch.cat(outs, dim=0)
+
+
+def router_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, targets)

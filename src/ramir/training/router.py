@@ -1,0 +1,115 @@
+"""Training the router of a routed network and assembling the routed network from trained experts.
+
+The router (:class:`ramir.archs.routed.DegradationRouter`) is a classifier: each training source of a
+recipe is a class, or several sources share one (``classes`` maps source names to class names), and
+cross-entropy on random patches of the degraded inputs teaches it which degradation an image has.
+The experts are trained by the ordinary stages (RAM or plain), one recipe each; :func:`assemble`
+puts the router and the experts' EMA weights into one checkpoint that ``ramir.load`` restores with.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ramir.errors import ConfigError
+
+
+def train_router(
+    recipe_path: str | Path,
+    source_classes: Mapping[str, str],
+    classes: Sequence[str],
+    *,
+    iterations: int = 1500,
+    batch_size: int = 16,
+    lr: float = 3e-3,
+    width: int = 16,
+    seed: int = 0,
+    log_every: int = 250,
+) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """A router trained on the sources of ``recipe_path``'s ``data.train`` (patch size from the recipe).
+
+    ``source_classes``: source name -> class name; ``classes``: the class order of the router's outputs.
+    Returns the router (eval mode) and the log (iteration, loss, accuracy of the last ``log_every``).
+    """
+    from torch.utils.data import DataLoader
+
+    from ramir.archs.routed import DegradationRouter, router_loss
+    from ramir.data import build_dataset
+    from ramir.imagespace import normalize
+    from ramir.training import load_recipe
+
+    recipe = load_recipe(recipe_path)
+    index = {c: i for i, c in enumerate(classes)}
+    names = [s["name"] for s in recipe.data["train"]["sources"]]
+    unknown = [n for n in names if source_classes.get(n) not in index]
+    if unknown:
+        raise ConfigError(f"sources without a router class: {', '.join(unknown)}")
+    data = build_dataset(recipe.data["train"], seed=seed, base_dir=recipe.base_dir)
+    torch.manual_seed(seed)
+    router = DegradationRouter(len(classes), width)
+    optimizer = torch.optim.Adam(router.parameters(), lr=lr)
+    log: list[dict[str, Any]] = []
+    step, correct, seen, total_loss = 0, 0, 0, 0.0
+    epoch = 0
+    while step < iterations:
+        data.set_epoch(epoch)
+        for batch in DataLoader(data, batch_size=batch_size, shuffle=False, drop_last=True):
+            if step >= iterations:
+                break
+            for group in optimizer.param_groups:  # cosine from lr to lr/100
+                group["lr"] = lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * step / iterations)))
+            target = torch.tensor([index[source_classes[t]] for t in batch["task"]])
+            logits = router(normalize(batch["lq"].clamp(0, 1)))
+            loss = router_loss(logits, target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            correct += int((logits.argmax(1) == target).sum())
+            seen += len(target)
+            total_loss += float(loss.detach()) * len(target)
+            if step % log_every == 0 or step == iterations:
+                log.append({"iteration": step, "loss": total_loss / seen, "accuracy": correct / seen})
+                correct, seen, total_loss = 0, 0, 0.0
+        epoch += 1
+    return router.eval(), log
+
+
+def assemble(
+    router: nn.Module,
+    classes: Sequence[str],
+    class_to_expert: Sequence[int],
+    expert_paths: Mapping[str, str | Path],
+    *,
+    route_size: int = 512,
+) -> nn.Module:
+    """A :class:`~ramir.archs.routed.RoutedNetwork` from a trained router and the experts' checkpoints
+    (their EMA weights when they have them); the experts must share one architecture and config."""
+    from ramir.archs import build_network
+    from ramir.checkpoints import load_checkpoint, load_state_dict_strict
+
+    ckpts = {name: load_checkpoint(path, prefer_ema=True) for name, path in expert_paths.items()}
+    specs = {(c.spec.arch, repr(sorted(c.spec.kwargs.items()))) for c in ckpts.values() if c.spec}
+    if len(specs) != 1 or any(c.spec is None for c in ckpts.values()):
+        raise ConfigError("the experts of a routed network must share one recorded architecture")
+    first = next(iter(ckpts.values())).spec
+    net = build_network(
+        "routed",
+        classes=list(classes),
+        class_to_expert=list(class_to_expert),
+        experts=list(ckpts),
+        expert_arch=first.arch,
+        expert_kwargs=dict(first.kwargs),
+        router_width=router.full[0].out_channels,
+        route_size=route_size,
+    )
+    load_state_dict_strict(net.router, router.state_dict(), "router")
+    for expert, ckpt in zip(net.experts, ckpts.values()):
+        load_state_dict_strict(expert, ckpt.state_dict, "expert")
+    return net.eval()
