@@ -121,7 +121,7 @@ class Recipe:
     finetune: FinetuneSection = field(default_factory=FinetuneSection)
     train: TrainSection = field(default_factory=TrainSection)
     loss: str = "l1"  # l1 (RAM) | psnr (per-sample log MSE, as NAFNet): ramir.training.losses
-    output_dir: str = "experiments/{name}"
+    output_dir: str = "runs/{name}"
     # where the recipe file lives: ramir.data resolves relative data roots against it (not a YAML key)
     base_dir: Path | None = field(default=None, init=False, repr=False, compare=False)
 

@@ -1,0 +1,97 @@
+"""Train the router and assemble the routed default model from the experts of one chain (RAM or plain).
+
+    python experiments/experts/build_routed.py --chain ram --out runs/routed_ram.safetensors
+    python experiments/experts/build_routed.py --chain plain --out runs/routed_plain.safetensors
+
+The router is trained once (``runs/router/router.pt``, reused by the other chain) on
+``experiments/experts/router.yaml``; the experts are the final checkpoints of ``run_chain.sh``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "src"))
+
+from ramir.archs.routed import DegradationRouter  # noqa: E402
+from ramir.checkpoints import save_checkpoint  # noqa: E402
+from ramir.training.router import assemble, train_router  # noqa: E402
+
+CLASSES = ["clean", "noise", "blur", "motion", "jpeg", "rain", "haze", "lowlight"]
+EXPERTS = ["noise", "deblur", "jpeg", "rain", "tone"]
+CLASS_TO_EXPERT = {
+    "clean": -1,
+    "noise": 0,
+    "blur": 1,
+    "motion": 1,
+    "jpeg": 2,
+    "rain": 3,
+    "haze": 4,
+    "lowlight": 4,
+}
+SOURCE_CLASSES = {
+    "clean": "clean",
+    "noise": "noise",
+    "blur": "blur",
+    "motion": "motion",
+    "motion_levin": "motion",
+    "jpeg": "jpeg",
+    "rain_synthetic": "rain",
+    "rain_light": "rain",
+    "rain100h": "rain",
+    "haze": "haze",
+    "lowlight": "lowlight",
+}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--chain", choices=["ram", "plain"], required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--router", type=Path, default=ROOT / "runs" / "router" / "router.pt")
+    ap.add_argument("--iterations", type=int, default=1500)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.router.is_file():
+        saved = torch.load(args.router, weights_only=True)
+        router = DegradationRouter(len(CLASSES), saved["width"])
+        router.load_state_dict(saved["state_dict"])
+    else:
+        start = time.perf_counter()
+        router, log = train_router(
+            ROOT / "experiments" / "experts" / "router.yaml",
+            SOURCE_CLASSES,
+            CLASSES,
+            iterations=args.iterations,
+        )
+        args.router.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"width": router.full[0].out_channels, "state_dict": router.state_dict()}, args.router)
+        (args.router.parent / "log.json").write_text(
+            json.dumps({"log": log, "seconds": time.perf_counter() - start}, indent=1)
+        )
+        print(f"router: {time.perf_counter() - start:.0f} s, last accuracy {log[-1]['accuracy']:.3f}")
+    stage = "finetune" if args.chain == "ram" else "plain"
+    paths = {e: ROOT / "runs" / f"expert_{e}_{stage}" / "final.safetensors" for e in EXPERTS}
+    net = assemble(router.eval(), CLASSES, [CLASS_TO_EXPERT[c] for c in CLASSES], paths)
+    meta = {
+        "chain": args.chain,
+        "experts": {e: str(p.relative_to(ROOT)) for e, p in paths.items()},
+        "router": str(args.router.relative_to(ROOT))
+        if args.router.is_relative_to(ROOT)
+        else str(args.router),
+    }
+    save_checkpoint(args.out, net, stage="routed", metadata=meta)
+    print(f"{args.out}: {args.out.stat().st_size / 2**20:.1f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
