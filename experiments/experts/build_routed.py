@@ -54,9 +54,18 @@ SOURCE_CLASSES = {
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--chain", choices=["ram", "plain"], required=True)
+    ap.add_argument(
+        "--expert",
+        action="append",
+        default=[],
+        metavar="NAME=CHECKPOINT",
+        help="take this expert from another checkpoint (chosen on the validation split)",
+    )
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--router", type=Path, default=ROOT / "runs" / "router" / "router.pt")
     ap.add_argument("--iterations", type=int, default=1500)
+    ap.add_argument("--keep-threshold", type=float, default=0.0,
+                    help="probability the clean class needs before an image is left unchanged")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -80,7 +89,13 @@ def main() -> int:
         print(f"router: {time.perf_counter() - start:.0f} s, last accuracy {log[-1]['accuracy']:.3f}")
     stage = "finetune" if args.chain == "ram" else "plain"
     paths = {e: ROOT / "runs" / f"expert_{e}_{stage}" / "final.safetensors" for e in EXPERTS}
-    net = assemble(router.eval(), CLASSES, [CLASS_TO_EXPERT[c] for c in CLASSES], paths)
+    for text in args.expert:
+        name, _, path = text.partition("=")
+        if name not in paths:
+            raise SystemExit(f"--expert: no expert {name!r} (experts: {', '.join(EXPERTS)})")
+        paths[name] = Path(path).resolve()
+    net = assemble(router.eval(), CLASSES, [CLASS_TO_EXPERT[c] for c in CLASSES], paths,
+                   keep_threshold=args.keep_threshold)
     meta = {
         "chain": args.chain,
         "experts": {e: str(p.relative_to(ROOT)) for e, p in paths.items()},

@@ -227,6 +227,7 @@ def main() -> int:
             shipped.class_to_expert,
             {e: paths[e] for e in shipped.expert_names},
             route_size=shipped.route_size,
+            keep_threshold=shipped.keep_threshold,
         )
         save_checkpoint(
             args.out / f"{chain}.safetensors",

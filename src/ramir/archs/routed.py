@@ -110,6 +110,7 @@ class RoutedNetwork(nn.Module):
         expert_kwargs: dict[str, Any] | None = None,
         router_width: int = 16,
         route_size: int = 512,
+        keep_threshold: float = 0.0,
     ) -> None:
         super().__init__()
         from ramir.archs import build_network
@@ -125,6 +126,7 @@ class RoutedNetwork(nn.Module):
         self.class_to_expert = [int(i) for i in class_to_expert]
         self.expert_names = list(experts)
         self.route_size = int(route_size)
+        self.keep_threshold = float(keep_threshold)
         self.router = DegradationRouter(len(self.classes), router_width)
         self.experts = nn.ModuleList(build_network(expert_arch, **dict(expert_kwargs or {})) for _ in experts)
         multiples = {int(getattr(e, "size_multiple", 1)) for e in self.experts}
@@ -134,14 +136,28 @@ class RoutedNetwork(nn.Module):
         """The router's class logits of each image, from its centre ``route_size`` crop."""
         return self.router(centre_crop(x, self.route_size))
 
+    def route_classes(self, x: torch.Tensor) -> list[int]:
+        """The class of each image: the most probable one, except that a class whose images are left
+        unchanged (expert -1) must have a probability of at least ``keep_threshold``, else the most
+        probable class with an expert wins. Why: sending a degraded photo to "leave it" loses all of its
+        restoration, while an expert given a clean photo changes it little (each keeps clean validation
+        photos at 40-56 dB), so doubt should favour restoring. The threshold is chosen on validation."""
+        probs = torch.softmax(self.route_logits(x).float(), dim=1)
+        keep = torch.tensor([e < 0 for e in self.class_to_expert], device=probs.device)
+        best = probs.argmax(1)
+        if self.keep_threshold > 0 and not bool(keep.all()):
+            restoring = probs.masked_fill(keep, -1.0).argmax(1)
+            unsure = keep[best] & (probs.gather(1, best[:, None])[:, 0] < self.keep_threshold)
+            best = torch.where(unsure, restoring, best)
+        return best.tolist()
+
     def route(self, x: torch.Tensor) -> list[int]:
         """The expert index of each image (-1: leave it unchanged)."""
-        classes = self.route_logits(x).argmax(1).tolist()
-        return [self.class_to_expert[c] for c in classes]
+        return [self.class_to_expert[c] for c in self.route_classes(x)]
 
     def route_names(self, x: torch.Tensor) -> list[str]:
         """The router's class name of each image (what ``ramir restore`` reports)."""
-        return [self.classes[c] for c in self.route_logits(x).argmax(1).tolist()]
+        return [self.classes[c] for c in self.route_classes(x)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = []

@@ -88,6 +88,7 @@ def assemble(
     expert_paths: Mapping[str, str | Path],
     *,
     route_size: int = 512,
+    keep_threshold: float = 0.0,
 ) -> nn.Module:
     """A :class:`~ramir.archs.routed.RoutedNetwork` from a trained router and the experts' checkpoints
     (their EMA weights when they have them); the experts must share one architecture and config."""
@@ -108,6 +109,7 @@ def assemble(
         expert_kwargs=dict(first.kwargs),
         router_width=router.full[0].out_channels,
         route_size=route_size,
+        keep_threshold=keep_threshold,
     )
     load_state_dict_strict(net.router, router.state_dict(), "router")
     for expert, ckpt in zip(net.experts, ckpts.values()):
