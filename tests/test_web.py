@@ -209,9 +209,10 @@ def test_service_rejects_too_many_pixels(restorer):
         service.restore_png(_png(11, 10))
 
 
-def test_image_smaller_than_the_window_is_400(base_url):
-    status, _, resp = _post(base_url + "/api/restore", _png(5, 30), "image/png")
-    assert status == 400 and "window" in json.loads(resp)["error"]
+def test_image_smaller_than_the_window_comes_back_restored(base_url):
+    status, ctype, resp = _post(base_url + "/api/restore", _png(5, 6), "image/png")
+    assert status == 200 and ctype == "image/png"
+    assert Image.open(io.BytesIO(resp)).size == (6, 5)  # padded inside the network, cropped back
 
 
 def test_serve_refuses_without_a_model(monkeypatch, capsys, tmp_path):

@@ -48,7 +48,8 @@ def main() -> int:
         )
     a, b = np.mean(rows, axis=0)
     print(
-        f"mean over {len(rows)}: clipped+quantised {a:.2f} dB, float unclipped {b:.2f} dB, difference {b - a:+.2f} dB"
+        f"mean over {len(rows)}: clipped+quantised {a:.2f} dB, float unclipped {b:.2f} dB, "
+        f"difference {b - a:+.2f} dB"
     )
     return 0
 
