@@ -205,6 +205,13 @@ def test_nan_in_fp32_is_an_error():
 def test_auto_tile_follows_free_memory():
     cpu = torch.device("cpu")
     assert auto_tile(400, 600, bpp=1000, device=cpu, multiple=8, free=10**10) == 0
+    # a big machine does not raise the budget: a 24-megapixel image is tiled the same with 16 GB free
+    # as with 256 GB (peak memory bounded by default, not a share of whatever is free)
+    from ramir.inference import TILE_BUDGET
+
+    big = auto_tile(4000, 6000, bpp=8192, device=cpu, multiple=8, free=256 << 30)
+    assert big == auto_tile(4000, 6000, bpp=8192, device=cpu, multiple=8, free=16 << 30) > 0
+    assert 8192 * big * big <= TILE_BUDGET
     t = auto_tile(4000, 6000, bpp=10_000, device=cpu, multiple=8, free=2 * 10**9)
     assert t % 8 == 0 and 128 <= t <= 2048 and t * t * 10_000 <= 10**9
     x = torch.rand(1, 3, 40, 56)

@@ -146,16 +146,21 @@ def _round_to(value: int, multiple: int) -> int:
     return max(multiple, round(value / multiple) * multiple)
 
 
+TILE_BUDGET = 1 << 30  # activation bytes ``tile="auto"`` plans for, at most, whatever the machine has
+
+
 def auto_tile(
     height: int, width: int, *, bpp: int, device: torch.device, multiple: int = 1, images: int = 1,
-    free: int | None = None,
+    free: int | None = None, budget: int = TILE_BUDGET,
 ) -> int:
-    """0 (whole image) when the estimate fits in half the free memory, else the largest tile that fits
-    (between 128 and 2048 pixels, a multiple of ``multiple``)."""
+    """0 (whole image) when the estimate fits the budget, else the largest tile that fits (between 128
+    and 2048 pixels, a multiple of ``multiple``). The budget is ``budget`` or half the free memory,
+    whichever is smaller: a fixed default keeps peak memory the same on a 24 GB and a 256 GB machine,
+    instead of growing with it."""
     free = free_memory(device) if free is None else free
     if free is None:
         free = 4 << 30  # unknown (non-Linux CPU): assume a modest machine
-    budget = free // 2
+    budget = min(free // 2, budget)
     if bpp * height * width * images <= budget:
         return 0
     side = int(math.sqrt(budget / bpp))
