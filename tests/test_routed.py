@@ -156,3 +156,16 @@ def test_export_takes_one_expert_of_a_routed_network(tmp_path, capsys):
         == 0
     )
     assert (tmp_path / "x.onnx").is_file()
+
+
+def test_an_unsure_clean_verdict_goes_to_the_most_likely_expert():
+    net = routed([2.0, 1.0, 0.0])  # softmax: clean 0.67, noise 0.24, blur 0.09
+    x = torch.randn(1, 3, 24, 24)
+    assert net.route(x) == [-1]  # argmax, no threshold: left unchanged
+    net.keep_threshold = 0.8  # "leave it" now needs 80 %: the most likely expert restores it instead
+    assert net.route(x) == [0] and net.route_names(x) == ["noise"]
+    net.keep_threshold = 0.6
+    assert net.route(x) == [-1]
+    confident = routed([0.0, 0.0, 5.0])
+    confident.keep_threshold = 0.99  # a class with an expert is never held back by the threshold
+    assert confident.route(x) == [1]
