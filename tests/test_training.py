@@ -531,3 +531,20 @@ def test_ddp_always_wraps_a_one_process_group(tmp_path):
         assert not env.distributed
     finally:
         dist.destroy_process_group()
+
+
+def test_resume_with_another_schedule_or_mix_is_refused_unless_allowed(tmp_path):
+    from ramir.errors import CheckpointError
+
+    recipe = tiny_recipe(train={"save_every": 2})
+    make_trainer(tmp_path, recipe).fit()
+    longer = tiny_recipe(schedule={"iterations": 12, "warmup": 2, "eta_min": 1e-5}, train={"save_every": 2})
+    with pytest.raises(CheckpointError, match="another schedule"):
+        make_trainer(tmp_path, longer)
+    allowed = tiny_recipe(schedule={"iterations": 12, "warmup": 2, "eta_min": 1e-5},
+                          train={"save_every": 2, "allow_recipe_change": True})
+    assert make_trainer(tmp_path, allowed).iteration == 6  # resumed where the state left off
+    remixed = tiny_recipe(train={"save_every": 2})
+    remixed["data"] = {"train": {"sources": [{"name": "other", "root": "x", "weight": 2.0}]}}
+    with pytest.raises(CheckpointError, match="another data mix"):
+        make_trainer(tmp_path, remixed)

@@ -103,6 +103,7 @@ class TrainSection:
     compile: bool = False  # torch.compile the network; falls back to eager if compilation fails
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     ddp: str = "auto"  # auto: DDP with 2+ processes; always: also with one torchrun process
+    allow_recipe_change: bool = False  # resume a state saved with another schedule or data mix
 
 
 @dataclass

@@ -348,6 +348,29 @@ class Trainer:
                 raise CheckpointError(f"no such training state: {path}")
         self.load_state(path)
 
+    def _plan(self) -> dict[str, Any]:
+        """What a resumed run must share with the run that saved the state: the schedule and the mix."""
+        sched = self.recipe.schedule
+        sources = (self.recipe.data.get("train") or {}).get("sources") or []
+        return {
+            "schedule": {"iterations": sched.iterations, "warmup": sched.warmup, "eta_min": sched.eta_min,
+                         "lr": self.recipe.optim.lr},
+            "mix": [[str(src.get("name", "")), float(src.get("weight", 1.0))]
+                    for src in sources if isinstance(src, dict)],
+        }
+
+    def _check_plan(self, path: Path, saved: dict[str, Any] | None) -> None:
+        if saved is None or self.recipe.train.allow_recipe_change:
+            return  # states from before plans were saved, or a change the user asked for
+        now = self._plan()
+        for key, what in (("schedule", "schedule (iterations, warm-up, eta_min, lr)"), ("mix", "data mix")):
+            same = json.loads(json.dumps(saved.get(key))) == json.loads(json.dumps(now[key]))
+            if saved.get(key) is not None and not same:
+                raise CheckpointError(
+                    f"{path} was saved by a run with another {what}: {saved[key]} (now {now[key]}); "
+                    "resume with the same recipe, or --set train.allow_recipe_change=true to change it"
+                )
+
     def load_state(self, path: str | Path) -> None:
         """Restore weights, optimiser, EMA, step and RNGs from ``iter_N.state`` (+ its safetensors)."""
         from ramir.checkpoints import load_checkpoint
@@ -363,6 +386,7 @@ class Trainer:
             raise CheckpointError(f"{path} is a {state['stage']} state; this run is {self.stage.name}")
         if state["trainable"] != self.trainable:
             raise CheckpointError(f"{path}: trainable parameters differ from this run's (changed recipe?)")
+        self._check_plan(path, state.get("plan"))
         global_batch = self.recipe.train.batch_size * self.env.world_size
         if state.get("global_batch", global_batch) != global_batch:
             warnings.warn(f"{path} was saved with a global batch of {state['global_batch']}, this run uses "
@@ -417,6 +441,7 @@ class Trainer:
             "train_time": self.train_time,
             "world_size": self.env.world_size,
             "global_batch": self.recipe.train.batch_size * self.env.world_size,
+            "plan": self._plan(),
         }
         with atomic_path(stem.with_suffix(".state")) as tmp:
             torch.save(state, tmp)
