@@ -280,6 +280,7 @@ def load_suite(path: str | Path, seed: int | None = None) -> Suite:
             raise ConfigError(f"{path}: task {name!r} must be a mapping")
         reject_unknown_keys(t, _TASK_KEYS, f"{path}: task {name!r}")
         task_seed = int(t.get("seed", top_seed))
+        only = None if t.get("only") is None else base / str(t["only"])
         level = t.get("level")
         if "clean" in t:
             suite.tasks.append(
@@ -290,7 +291,7 @@ def load_suite(path: str | Path, seed: int | None = None) -> Suite:
                     degradation=t.get("degradation"),
                     level=None if level is None else float(level),
                     seed=task_seed,
-                    only=None if t.get("only") is None else base / str(t["only"]),
+                    only=only,
                 )
             )
         elif "paired" in t:
@@ -303,7 +304,7 @@ def load_suite(path: str | Path, seed: int | None = None) -> Suite:
                     input_dir=None if t.get("input") is None else str(t["input"]),
                     target_dir=None if t.get("target") is None else str(t["target"]),
                     seed=task_seed,
-                    only=None if t.get("only") is None else base / str(t["only"]),
+                    only=only,
                 )
             )
         else:

@@ -513,8 +513,9 @@ class Restorer:
             xi = x01[i : i + 1].detach().to("cpu", torch.float32)
             with torch.inference_mode():
                 x_norm = normalize(xi).to(self.device)
-                k = self.network.route(x_norm)[0]
-                self.last_routes.append(self.network.route_names(x_norm)[0])
+                c = self.network.route_classes(x_norm)[0]
+            k = self.network.class_to_expert[c]
+            self.last_routes.append(self.network.classes[c])
             if k < 0:
                 outs.append(xi.clone())
                 continue

@@ -92,15 +92,20 @@ def twin_mask_forward(
     return network(x * (1 - m)) * m + network(x * m) * (1 - m)
 
 
+def broadcast_mask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A (H, W), (N, H, W) or (N or 1, 1, H, W) mask as (N, 1, H, W) in ``like``'s dtype and device."""
+    m = mask.to(dtype=like.dtype, device=like.device)
+    if m.dim() == 2:
+        m = m[None, None]
+    elif m.dim() == 3:
+        m = m[:, None]
+    return m.expand(like.shape[0], 1, *like.shape[-2:])
+
+
 def masked_l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean L1 over masked pixels: ``sum(|pred-gt|*m) / (sum(m) + 1e-5) / C`` (RAM_SPEC §2).
 
     ``mask`` broadcasts as (N or 1, 1, H, W); the sum of the mask counts pixels, not channels, hence /C.
     """
-    m = mask.to(dtype=pred.dtype, device=pred.device)
-    if m.dim() == 2:
-        m = m[None, None]
-    elif m.dim() == 3:
-        m = m[:, None]
-    m = m.expand(pred.shape[0], 1, *pred.shape[-2:])
+    m = broadcast_mask(mask, pred)
     return (torch.abs(pred - target) * m).sum() / (m.sum() + 1e-5) / pred.shape[1]

@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -166,6 +165,3 @@ class RoutedNetwork(nn.Module):
             outs.append(xi.clone() if k < 0 else self.experts[k](xi))
         return torch.cat(outs, dim=0)
 
-
-def router_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits, targets)

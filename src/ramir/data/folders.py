@@ -67,7 +67,6 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 
 # ----------------------------------------------------------------------------------- name matching
-
 _ROLE_PREFIX = re.compile(
     r"^(?:no)?rain[-_]?(?=\d)|^(?:low|normal|high|hazy|clear|blur|sharp|gt|lq)[-_]?(?=\d)"
 )

@@ -14,17 +14,10 @@ import math
 
 import torch
 
+from ramir.masking import broadcast_mask, masked_l1_loss
+
 LOSSES = ("l1", "psnr")
 _DB = 10.0 / math.log(10.0)
-
-
-def _mask4(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    m = mask.to(dtype=like.dtype, device=like.device)
-    if m.dim() == 2:
-        m = m[None, None]
-    elif m.dim() == 3:
-        m = m[:, None]
-    return m.expand(like.shape[0], 1, *like.shape[-2:])
 
 
 def pixel_loss(
@@ -34,15 +27,13 @@ def pixel_loss(
     if kind == "l1":
         if mask is None:
             return torch.nn.functional.l1_loss(pred, target)
-        from ramir.masking import masked_l1_loss
-
         return masked_l1_loss(pred, target, mask)
     if kind == "psnr":
         sq = (pred - target).pow(2)
         if mask is None:
             mse = sq.flatten(1).mean(1)
         else:
-            m = _mask4(mask, pred)
+            m = broadcast_mask(mask, pred)
             mse = (sq * m).flatten(1).sum(1) / (m.flatten(1).sum(1) * pred.shape[1] + 1e-5)
         return _DB * torch.log(mse + 1e-8).mean()
     raise ValueError(f"unknown loss {kind!r}; choose from {', '.join(LOSSES)}")

@@ -9,7 +9,6 @@ puts the router and the experts' EMA weights into one checkpoint that ``ramir.lo
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,10 +38,11 @@ def train_router(
     """
     from torch.utils.data import DataLoader
 
-    from ramir.archs.routed import DegradationRouter, router_loss
+    from ramir.archs.routed import DegradationRouter
     from ramir.data import build_dataset
     from ramir.imagespace import normalize
     from ramir.training import load_recipe
+    from ramir.training.schedule import WarmupCosine
 
     recipe = load_recipe(recipe_path)
     index = {c: i for i, c in enumerate(classes)}
@@ -54,6 +54,7 @@ def train_router(
     torch.manual_seed(seed)
     router = DegradationRouter(len(classes), width)
     optimizer = torch.optim.Adam(router.parameters(), lr=lr)
+    schedule = WarmupCosine(optimizer, base_lr=lr, iterations=iterations, warmup=0, eta_min=lr / 100)
     log: list[dict[str, Any]] = []
     step, correct, seen, total_loss = 0, 0, 0, 0.0
     epoch = 0
@@ -62,11 +63,10 @@ def train_router(
         for batch in DataLoader(data, batch_size=batch_size, shuffle=False, drop_last=True):
             if step >= iterations:
                 break
-            for group in optimizer.param_groups:  # cosine from lr to lr/100
-                group["lr"] = lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * step / iterations)))
+            schedule.apply(step)
             target = torch.tensor([index[source_classes[t]] for t in batch["task"]])
             logits = router(normalize(batch["lq"].clamp(0, 1)))
-            loss = router_loss(logits, target)
+            loss = torch.nn.functional.cross_entropy(logits, target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

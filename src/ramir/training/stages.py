@@ -18,7 +18,7 @@ from torch import nn
 
 from ramir.errors import ConfigError
 from ramir.imagespace import normalize
-from ramir.masking import apply_mask, batch_masks, masked_l1_loss, twin_mask_forward
+from ramir.masking import apply_mask, batch_masks, twin_mask_forward
 from ramir.training.losses import pixel_loss
 from ramir.training.sampling import derive_seed
 
@@ -75,8 +75,6 @@ class PretrainStage:
         b, _, h, w = lq.shape
         m = self.masks(b, h, w, step, rank, world).to(device=lq.device, dtype=lq.dtype)
         pred = net(apply_mask(normalize(lq), m))
-        if self.loss_kind == "l1":
-            return masked_l1_loss(pred.float(), normalize(gt).float(), m)
         return pixel_loss(self.loss_kind, pred.float(), normalize(gt).float(), m)
 
     def predict(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
