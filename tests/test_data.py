@@ -194,6 +194,37 @@ def test_clean_source_crops_flips_then_degrades(tmp_path):
         np.testing.assert_array_equal(item["lq"].numpy().transpose(1, 2, 0), lq)
 
 
+def test_context_degrades_a_larger_window_and_keeps_its_centre(tmp_path):
+    clean_folder(tmp_path / "c", n=3)
+    spec = {
+        "patch_size": 16,
+        "context": 6,
+        "samples_per_epoch": 8,
+        "sources": [{"name": "b", "root": str(tmp_path / "c"), "degradation": {"kind": "blur", "sigma": 3}}],
+    }
+    ds = build_dataset(spec, seed=5)
+    degrade = build_degradation({"kind": "blur", "sigma": 3})
+    paths = sorted((tmp_path / "c").glob("*.png"))
+    for index in range(4):  # the same draw order, on a 28x28 window instead of the 16x16 patch
+        rng = np.random.default_rng([5, 0, index])
+        assert rng.choice(1, p=[1.0]) == 0
+        img = read_image(paths[int(rng.integers(3))])
+        top, left = int(rng.integers(40 - 28 + 1)), int(rng.integers(48 - 28 + 1))
+        window = img[top : top + 28, left : left + 28]
+        if rng.random() < 0.5:
+            window = window[:, ::-1]
+        lq = degrade(np.ascontiguousarray(window), rng)
+        item = ds[index]
+        assert item["lq"].shape == item["gt"].shape == (3, 16, 16)
+        np.testing.assert_array_equal(item["gt"].numpy().transpose(1, 2, 0), window[6:22, 6:22])
+        np.testing.assert_array_equal(item["lq"].numpy().transpose(1, 2, 0), lq[6:22, 6:22])
+        # the blur at the patch's edge saw real pixels, not the patch reflected
+        reflected = degrade(np.ascontiguousarray(window[6:22, 6:22]), rng)
+        assert np.abs(reflected - lq[6:22, 6:22]).max() > 1e-3
+    with pytest.raises(ConfigError, match="context"):
+        parse_split({**spec, "context": -1}, where="data.train")
+
+
 def test_identity_source_and_small_images(tmp_path):
     clean_folder(tmp_path / "small", n=2, h=10, w=12)
     write_image(tmp_path / "small" / "big.png", 40, 40)

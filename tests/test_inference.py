@@ -219,6 +219,28 @@ def test_auto_tile_follows_free_memory():
     assert torch.allclose(restore_tensor(net, x, tile="auto"), restore_tensor(net, x, tile=0))
 
 
+def test_max_memory_sets_the_tile_budget_and_tiny_tiles_are_refused(monkeypatch):
+    from ramir import inference
+
+    # the image's own buffers come out of the budget first: a 24-MP photo leaves less for activations
+    assert inference.activation_budget(4000, 6000) < inference.activation_budget(1000, 1000)
+    big = inference.activation_budget(4000, 6000, max_memory=8 << 30)
+    assert big > inference.activation_budget(4000, 6000)
+    assert inference.activation_budget(4000, 6000, max_memory=1) == inference.MIN_ACTIVATION_BYTES
+    seen = []
+    real = inference.auto_tile
+    monkeypatch.setattr(inference, "auto_tile", lambda *a, **k: seen.append(k["budget"]) or real(*a, **k))
+    x, net = torch.rand(1, 3, 40, 56), conv_stack(2)
+    for mem in (1 << 30, 4 << 30):
+        restore_tensor(net, x, tile="auto", max_memory=mem)
+    assert seen == [inference.activation_budget(40, 56, 1, m) for m in (1 << 30, 4 << 30)]
+    assert seen[0] < seen[1]
+    for tile in (3, 8, 15):
+        with pytest.raises(ValueError, match="at least 16"):
+            restore_tensor(net, x, tile=tile)
+    assert torch.allclose(restore_tensor(net, x, tile=16), restore_tensor(net, x, tile=0), atol=1e-6)
+
+
 # -------------------------------------------------------------------------------------------- Restorer
 @pytest.fixture(scope="module")
 def restorer() -> Restorer:

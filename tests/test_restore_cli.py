@@ -148,12 +148,22 @@ def test_output_option_naming_a_file_and_tiny_tiles_are_refused_up_front(tmp_pat
         assert code == 2 and "is a file; -o names the output folder" in err
         assert len(err.strip().splitlines()) == 1
     assert afile.read_text() == "keep me"
-    for tile in ("8", "3"):
+    bad = [
+        (["restore", str(good), "--tile", "8"], "at least 16 pixels"),
+        (["restore", str(good), "--tile", "3"], "at least 16 pixels"),
+        (["serve", "--tile", "8"], "at least 16 pixels"),
+        (["evaluate", "--tile", "4"], "at least 16 pixels"),
+        (["restore", str(good), "--max-memory", "lots"], "expected a size like 2G"),
+        (["restore", str(good), "--max-memory", "10M"], "at least 256M"),
+    ]
+    for argv, message in bad:
         with pytest.raises(SystemExit) as exc:
-            main(["restore", str(good), "--tile", tile, "-o", str(tmp_path / "o")])
+            main([*argv, "-o", str(tmp_path / "o")] if argv[0] == "restore" else argv)
         assert exc.value.code == 2
-        assert "at least 16 pixels" in capsys.readouterr().err
+        assert message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+    code, _, err = _run(capsys, str(good), "-o", str(tmp_path / "o"), "--model", model, "--max-memory", "2G")
+    assert code == 0 and (tmp_path / "o" / "good.png").exists(), err
 
 
 def test_folder_hint_names_sub_folders_only_when_there_are_some(tmp_path, capsys, model):
@@ -195,19 +205,40 @@ def test_onnxruntime_backend_from_the_cli(tmp_path, capsys, model, monkeypatch):
     save_checkpoint(naf, ramir.create_model("nafnet-s", width=8))
     code, _, err = _run(capsys, str(src), "-o", str(tmp_path / "t"), "--model", str(naf))
     assert code == 0, err
-    code, _, err = _run(capsys, str(src), "-o", str(tmp_path / "o"), "--model", str(naf),
+    code, out, err = _run(capsys, str(src), "-o", str(tmp_path / "o"), "--model", str(naf),
                         "--backend", "onnxruntime")
     assert code == 0, err
+    # the one-time export says what it does, and the summary counts it
+    assert "exporting the network to ONNX for onnxruntime (once; cached in" in err
+    assert "exporting to ONNX, once)" in out
+    code, out, err = _run(capsys, str(src), "-o", str(tmp_path / "o2"), "--model", str(naf),
+                          "--backend", "onnxruntime")
+    assert code == 0 and "ONNX" not in err + out  # cached: nothing to say
     torch_out = np.asarray(Image.open(tmp_path / "t" / "a.png"), dtype=np.int16)
     ort_out = np.asarray(Image.open(tmp_path / "o" / "a.png"), dtype=np.int16)
     assert np.abs(torch_out - ort_out).max() <= 1  # 8-bit rounding of outputs equal within 1e-4
     code, _, err = _run(capsys, str(src), "-o", str(tmp_path / "b"), "--model", str(naf), "--backend",
                         "onnxruntime", "--precision", "bf16")
     assert code == 2 and len(_ramir_lines(err)) == 1 and "fp32" in err
-    # SwinIR's windows cannot be traced with symbolic sizes: a one-line error, nothing written
+    # SwinIR exports with symbolic sizes too, and restores as PyTorch does
+    for backend in ("torch", "onnxruntime"):
+        code, _, err = _run(capsys, str(src), "-o", str(tmp_path / backend), "--model", model,
+                            "--backend", backend)
+        assert code == 0, err
+    swin = [np.asarray(Image.open(tmp_path / b / "a.png"), dtype=np.int16) for b in ("torch", "onnxruntime")]
+    assert np.abs(swin[0] - swin[1]).max() <= 1
+    # a network the exporter cannot trace: one line that says what to do, nothing written
+
+    def untraceable(*args, **kwargs):
+        raise RuntimeError("Cannot view a tensor with shape [s0, 64]\nmore exporter detail")
+
+    monkeypatch.setattr("ramir.export.export_onnx", untraceable)
+    monkeypatch.setenv("RAMIR_CACHE", str(tmp_path / "cache2"))
     code, _, err = _run(capsys, str(src), "-o", str(tmp_path / "b"), "--model", model,
                         "--backend", "onnxruntime")
-    assert code == 2 and len(_ramir_lines(err)) == 1 and "--backend torch" in err
+    assert code == 2 and "--backend torch" in err and "more exporter detail" not in err
+    failures = [ln for ln in _ramir_lines(err) if "exporting" not in ln]
+    assert len(failures) == 1 and "--backend torch" in failures[0]
     assert not (tmp_path / "b").exists()
 
 

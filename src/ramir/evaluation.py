@@ -499,11 +499,13 @@ def restorer_method(label: str, restorer: Any, info: dict[str, Any] | None = Non
     return Method(label, "model", fn, dict(info or {}))
 
 
-def model_method(label: str, path: str, *, device: str = "auto", tile: int | str = "auto") -> Method:
+def model_method(
+    label: str, path: str, *, device: str = "auto", tile: int | str = "auto", max_memory: int | None = None
+) -> Method:
     """Load a checkpoint with :func:`ramir.inference.load` (once) and wrap it as a method."""
     from ramir.inference import load
 
-    restorer = load(path, device=device, tile=tile)
+    restorer = load(path, device=device, tile=tile, **({"max_memory": max_memory} if max_memory else {}))
     info = {
         "path": str(path),
         "device": str(getattr(restorer, "device", device)),

@@ -49,6 +49,10 @@ def export_onnx(
     overwrite: bool = False,
 ) -> ExportReport:
     """Write ``network`` (normalised space) as an ONNX graph on [0, 1] images of shape (N, 3, H, W)."""
+    try:
+        import onnx  # noqa: F401 - needed to write the metadata (and by the dynamic exporter)
+    except ImportError:
+        raise RamirError("ONNX export needs the onnx package: pip install 'ramir[onnx]'") from None
     multiple = network_multiple(network)
     if tile % multiple:
         raise RamirError(f"tile {tile} is not a multiple of the network's size multiple {multiple}")
@@ -68,7 +72,10 @@ def export_onnx(
         else:
             torch.onnx.export(wrapped, (example,), str(tmp), dynamo=False, opset_version=opset,
                               input_names=["image"], output_names=["restored"])
-        _attach_metadata(tmp, network, tile=None if dynamic else tile, multiple=multiple)
+        try:
+            _attach_metadata(tmp, network, tile=None if dynamic else tile, multiple=multiple)
+        finally:
+            _remove_sidecar(tmp)
     sizes = [(tile, tile)] + ([(multiple * 3, multiple * 5)] if dynamic else [])
     diff = verify_onnx(path, network, sizes) if verify else None
     if diff is not None and diff > tolerance:
@@ -78,22 +85,32 @@ def export_onnx(
 
 @contextlib.contextmanager
 def _quiet_exporter_logs() -> Iterator[None]:
-    """The torch.export-based exporter logs lines such as "torchvision is not installed" at WARNING
-    level on every export; they say nothing about this export, so users should not see them."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    """The torch.export-based exporter and the ONNX IR it builds log lines such as "torchvision is not
+    installed" or "Attribute type is ambiguous" at WARNING level; they say nothing about this export
+    (which is verified against PyTorch afterwards), so users should not see them."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnx_ir", "onnxscript")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _remove_sidecar(path: Path) -> None:
+    """The torch.export-based exporter writes the weights beside the graph (``NAME.data``);
+    :func:`_attach_metadata` has folded them into the graph file, so the side file is only litter."""
+    with contextlib.suppress(FileNotFoundError):
+        path.with_name(path.name + ".data").unlink()
 
 
 def _attach_metadata(path: Path, network: nn.Module, *, tile: int | None, multiple: int) -> None:
-    try:
-        import onnx
-    except ImportError:
-        return
+    """Provenance in the graph's metadata, and the weights inside the one file (onnx loads any
+    external data the exporter wrote and saves it inline)."""
+    import onnx  # the torch.export-based exporter needs it too: installed with the `onnx` extra
+
     model = onnx.load(str(path))
     spec = network_spec(network)
     meta = {

@@ -146,7 +146,25 @@ def _round_to(value: int, multiple: int) -> int:
     return max(multiple, round(value / multiple) * multiple)
 
 
-TILE_BUDGET = 1 << 30  # activation bytes ``tile="auto"`` plans for, at most, whatever the machine has
+# ``tile="auto"`` plans a restore to fit MAX_MEMORY (``--max-memory``), whatever the machine has: the
+# image buffers (IMAGE_BYTES_PER_PIXEL: decoded float32 input, the float32 tensor in and out, the 8/16-bit
+# output) and the loaded runtime (RUNTIME_BYTES) come first, the network's activations get the rest, but
+# never less than MIN_ACTIVATION_BYTES (a 128-pixel tile of the largest shipped network fits in it).
+MAX_MEMORY = 2 << 30
+IMAGE_BYTES_PER_PIXEL = 42
+RUNTIME_BYTES = 400 << 20
+MIN_ACTIVATION_BYTES = 128 << 20
+MIN_TILE = 16  # smaller tiles are refused: the blend needs room for the overlap on both sides
+
+
+def activation_budget(height: int, width: int, images: int = 1, max_memory: int = MAX_MEMORY) -> int:
+    """Bytes the network's activations may use when a restore of ``images`` such images is to stay
+    within ``max_memory`` in all."""
+    rest = max_memory - IMAGE_BYTES_PER_PIXEL * height * width * images - RUNTIME_BYTES
+    return max(rest, MIN_ACTIVATION_BYTES)
+
+
+TILE_BUDGET = activation_budget(0, 0)  # the activation budget before any image is counted
 
 
 def auto_tile(
@@ -336,10 +354,13 @@ def restore_tensor(
     precision: str = "fp32",
     tile_batch: int | None = None,
     bpp: int | None = None,
+    max_memory: int = MAX_MEMORY,
 ) -> torch.Tensor:
     """Restore (N, 3, H, W) RGB in [0, 1] (CPU) with a normalised -> normalised network; CPU float32 out.
 
-    ``tile``: pixels per tile side, 0 for the whole image, or "auto". ``multiple``: the network's size
+    ``tile``: pixels per tile side (0 for the whole image, else at least :data:`MIN_TILE`), or "auto":
+    the largest that keeps the restore within ``max_memory`` bytes (see :func:`activation_budget`;
+    a planning estimate, not a hard limit). ``multiple``: the network's size
     multiple (detected when None). ``device``: where the network runs (None: where its parameters are;
     the network is moved there if needed). ``tile_batch``: tiles per forward pass (default 4 on an
     accelerator, 1 on the CPU). See the module docstring for the blending and the fallbacks.
@@ -358,9 +379,12 @@ def restore_tensor(
     n, _c, h, w = x01.shape
     if tile == "auto":
         est = bpp or (bytes_per_pixel(module) if module is not None else _FALLBACK_BYTES_PER_PIXEL)
-        tile = auto_tile(h, w, bpp=est, device=dev, multiple=multiple, images=n)
+        budget = activation_budget(h, w, n, max_memory)
+        tile = auto_tile(h, w, bpp=est, device=dev, multiple=multiple, images=n, budget=budget)
     elif isinstance(tile, str):
         raise ValueError(f"tile must be a number of pixels, 0 or 'auto', got {tile!r}")
+    elif 0 < tile < MIN_TILE:
+        raise ValueError(f"tile must be 0 (whole image) or at least {MIN_TILE} pixels, got {tile}")
     tile = 0 if tile <= 0 else _round_to(int(tile), multiple)
     tile_batch = tile_batch or (1 if dev.type == "cpu" else 4)
     x01 = x01.detach().to("cpu", torch.float32)
@@ -442,6 +466,9 @@ class Restorer:
     twin_mask: bool = False
     name: str = ""
     backend: str = "torch"
+    max_memory: int = MAX_MEMORY
+    # told, one line each, when a network is exported for onnxruntime (seconds, once per network)
+    announce: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -457,6 +484,7 @@ class Restorer:
         self._experts: list[nn.Module] | None = None
         self._expert_forwards: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}
         self.last_routes: list[str] = []
+        self.export_seconds = 0.0  # time spent exporting networks for onnxruntime (first uses only)
         experts = getattr(self.network, "experts", None)
         if hasattr(self.network, "route") and isinstance(experts, nn.ModuleList):
             self._experts = list(experts)
@@ -471,17 +499,23 @@ class Restorer:
             self._backend_for(self.network) if self._experts is None else self.network
         )
 
-    def _backend_for(self, network: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    def _backend_for(
+        self, network: nn.Module, label: str = "the network"
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
         if self.backend == "onnxruntime":
             from ramir.ort_backend import OnnxRuntimeNetwork
 
-            return OnnxRuntimeNetwork(network)
+            runner = OnnxRuntimeNetwork(network, announce=self.announce, label=label)
+            self.export_seconds += runner.export_seconds
+            return runner
         return TwinMaskNetwork(network) if self.twin_mask else network
 
     def _expert_forward(self, k: int) -> Callable[[torch.Tensor], torch.Tensor]:
         if k not in self._expert_forwards:
             assert self._experts is not None
-            self._expert_forwards[k] = self._backend_for(self._experts[k])
+            names = getattr(self.network, "expert_names", None)
+            label = f"expert {names[k]!r}" if names else f"expert {k}"
+            self._expert_forwards[k] = self._backend_for(self._experts[k], label)
         return self._expert_forwards[k]
 
     @property
@@ -506,7 +540,7 @@ class Restorer:
         if self._experts is None:
             return restore_tensor(
                 self._forward, x01, tile=self.tile, overlap=self.overlap, multiple=self.multiple,
-                device=self.device, precision=self.precision, bpp=self._bpp,
+                device=self.device, precision=self.precision, bpp=self._bpp, max_memory=self.max_memory,
             )
         outs, self.last_routes = [], []
         for i in range(x01.shape[0]):
@@ -521,7 +555,7 @@ class Restorer:
                 continue
             outs.append(restore_tensor(
                 self._expert_forward(k), xi, tile=self.tile, overlap=self.overlap, multiple=self.multiple,
-                device=self.device, precision=self.precision, bpp=self._bpp,
+                device=self.device, precision=self.precision, bpp=self._bpp, max_memory=self.max_memory,
             ))
         return torch.cat(outs, dim=0)
 
@@ -654,6 +688,7 @@ def load(
     twin_mask: bool = False,
     allow_random: bool = False,
     backend: str = "torch",
+    max_memory: int = MAX_MEMORY,
 ) -> Restorer:
     """A ready-to-use :class:`Restorer`.
 
@@ -663,6 +698,7 @@ def load(
     ``device``: "auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:1", "mps".
     ``twin_mask``: restore with complementary masks (for models that were only MIM pre-trained).
     ``backend``: "torch", or "onnxruntime" (CPU, fp32: the network is exported to ONNX once and cached).
+    ``max_memory``: bytes a restore with ``tile="auto"`` plans to stay within (default 2 GiB).
     """
     from ramir.archs import ARCHITECTURES, MODEL_CONFIGS, create_model
 
@@ -695,5 +731,5 @@ def load(
             )
     return Restorer(
         network, dev, tile=tile, overlap=overlap, precision=precision, twin_mask=twin_mask, name=name,
-        backend=backend,
+        backend=backend, max_memory=max_memory,
     )

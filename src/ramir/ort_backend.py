@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -23,6 +26,7 @@ from ramir import __version__
 from ramir.errors import RamirError
 from ramir.imagespace import denormalize, normalize
 
+log = logging.getLogger(__name__)
 MISSING = "the onnxruntime backend needs onnx and onnxruntime: pip install 'ramir[onnx]'"
 
 
@@ -67,15 +71,29 @@ def _require_onnxruntime():
 class OnnxRuntimeNetwork:
     """A callable with the network's contract (normalised (N, 3, H, W) -> normalised) run by onnxruntime."""
 
-    def __init__(self, network: nn.Module, *, threads: int | None = None, cache: Path | None = None) -> None:
+    def __init__(
+        self,
+        network: nn.Module,
+        *,
+        threads: int | None = None,
+        cache: Path | None = None,
+        announce: Callable[[str], None] | None = None,
+        label: str = "the network",
+    ) -> None:
+        """``announce`` is told (one line each) when a graph is exported, which takes seconds to a minute
+        once per network, and when it is ready: without it the first restore would look stuck."""
         from ramir.export import export_onnx
         from ramir.inference import network_multiple
 
         ort = _require_onnxruntime()
         self.multiple = network_multiple(network)
+        self.export_seconds = 0.0
         folder = cache if cache is not None else cache_dir()
         self.path = folder / f"{network_fingerprint(network)}.onnx"
+        say = announce or (lambda text: log.info(text))
         if not self.path.is_file():
+            say(f"ramir: exporting {label} to ONNX for onnxruntime (once; cached in {folder})")
+            start = time.perf_counter()
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -93,6 +111,8 @@ class OnnxRuntimeNetwork:
                     f"the onnxruntime backend needs an ONNX graph with dynamic image sizes, and this network "
                     f"({type(network).__name__}) cannot be exported so ({first}); use --backend torch"
                 ) from exc
+            self.export_seconds = time.perf_counter() - start
+            say(f"ramir: {label} exported in {self.export_seconds:.1f} s")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1

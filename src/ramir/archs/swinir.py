@@ -503,6 +503,12 @@ class WindowAttention(nn.Module):
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor
     ) -> torch.Tensor:
         drop = self.attn_drop.p if self.training else 0.0
+        if not _caching_allowed() and not self.training:
+            # Tracing/exporting: the softmax written out. The fused kernel's output has (B, N, heads, hd)
+            # strides, which the trace bakes into a view that the ONNX exporter's own SDPA decomposition
+            # (with ordinary strides) cannot take: dynamic-size export failed on it.
+            attn = (q * self.scale) @ k.transpose(-2, -1) + attn_mask
+            return attn.softmax(dim=-1) @ v
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop, scale=self.scale)
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:

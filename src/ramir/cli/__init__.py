@@ -32,6 +32,38 @@ COMMANDS = [
 ]
 
 
+def tile_size(text: str) -> int | str:
+    """An argparse type for ``--tile``: ``auto``, 0 (whole images) or at least the tiling's minimum."""
+    from ramir.inference import MIN_TILE
+
+    if text == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        msg = f"expected a number of pixels, 0 (whole image) or 'auto', got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if value < 0 or 0 < value < MIN_TILE:
+        raise argparse.ArgumentTypeError(
+            f"tile size must be 0 (whole images) or at least {MIN_TILE} pixels, got {value}"
+        )
+    return value
+
+
+def memory_size(text: str) -> int:
+    """An argparse type for ``--max-memory``: ``2G``, ``1.5GiB``, ``512M``, ``800MB`` or a byte count
+    (binary units: 1G = 2**30 bytes)."""
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    factor = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(t[-1:], 1)
+    try:
+        value = float(t[:-1] if factor != 1 else t) * factor
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size like 2G or 512M, got {text!r}") from None
+    if value < 256 << 20:
+        raise argparse.ArgumentTypeError(f"must be at least 256M, got {text!r}")
+    return int(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ramir", description="Blind all-in-one image restoration (RAM: Restore Anything with Masks)."

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ramir.cli import memory_size, tile_size
 from ramir.errors import ConfigError
 
 EPILOG = """\
@@ -90,21 +91,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--crop-size", type=int, default=192, help="crop side in pixels (default: %(default)s)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default: %(default)s)")
     p.add_argument(
-        "--tile", default="auto", help="tile size in pixels, 0 = whole image, or auto (default: %(default)s)"
+        "--tile", type=tile_size, default="auto",
+        help="tile size in pixels, 0 = whole image, or auto (default: %(default)s)"
+    )
+    p.add_argument(
+        "--max-memory", type=memory_size, default=None, metavar="SIZE",
+        help="memory a restore with --tile auto plans to stay within, e.g. 4G (default 2G)"
     )
     p.set_defaults(func=run)
-
-
-def _tile(value: str) -> int | str:
-    if value == "auto":
-        return value
-    try:
-        tile = int(value)
-    except ValueError:
-        raise ConfigError(f"--tile must be a number of pixels, 0 or 'auto', got {value!r}") from None
-    if tile < 0:
-        raise ConfigError(f"--tile must be >= 0, got {tile}")
-    return tile
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_images is not None and args.max_images < 1:
         raise ConfigError("--max-images must be at least 1")
-    tile = _tile(str(args.tile))
+    tile = args.tile
     suite = ev.load_suite(args.suite, seed=args.seed) if args.suite else ev.Suite()
     seed = args.seed if args.seed is not None else (suite.seed or 0)
     suite_tasks = list(suite.tasks)
@@ -143,7 +137,9 @@ def run(args: argparse.Namespace) -> int:
     methods = [ev.BASELINES[b]() for b in baselines]
     for label, path in models.items():
         print(f"ramir: loading {label} from {path}", file=sys.stderr)
-        methods.append(ev.model_method(label, path, device=args.device, tile=tile))
+        methods.append(
+            ev.model_method(label, path, device=args.device, tile=tile, max_memory=args.max_memory)
+        )
     settings = {
         "device": args.device,
         "tile": tile,

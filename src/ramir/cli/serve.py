@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ramir.cli import memory_size, tile_size
 from ramir.errors import ConfigError, RamirError
 
 
@@ -43,17 +44,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="torch device: auto (cuda > mps > cpu, as restore), cpu, cuda, cuda:1 (default: %(default)s)"
     )
     p.add_argument(
-        "--tile", type=int, default=None, help="restore in tiles of this size to bound memory on large images"
+        "--tile", type=tile_size, default=None,
+        help="restore in tiles of this size (default: auto, the largest that fit --max-memory)"
+    )
+    p.add_argument(
+        "--max-memory", type=memory_size, default=None, metavar="SIZE",
+        help="memory one restore plans to stay within, e.g. 4G (default 2G)"
     )
     p.add_argument("--verbose", action="store_true", help="log every request")
     p.set_defaults(func=run)
 
 
-def load_restorer(model: str | None, device: str, tile: int | None):
+def load_restorer(model: str | None, device: str, tile: int | str | None, max_memory: int | None = None):
     """The same Restorer the ``restore`` command uses; a clear error when there is nothing to serve."""
     from ramir.inference import load
 
-    kwargs = {"tile": tile} if tile else {}
+    kwargs: dict = {"tile": tile} if tile is not None else {}
+    if max_memory:
+        kwargs["max_memory"] = max_memory
     if model is None:
         try:
             return load(None, device=device, **kwargs)
@@ -67,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_upload_mb <= 0 or args.max_megapixels <= 0:
         raise ConfigError("--max-upload-mb and --max-megapixels must be positive")
-    restorer = load_restorer(args.model, args.device, args.tile)
+    restorer = load_restorer(args.model, args.device, args.tile, args.max_memory)
     name = getattr(restorer, "name", "") or (Path(args.model).name if args.model else "default")
     try:
         server = make_server(

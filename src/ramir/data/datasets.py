@@ -153,6 +153,10 @@ class PatchOptions:
     flip: bool = True  # horizontal flip with probability 1/2 (the reference's only augmentation)
     vflip: bool = False
     rot90: bool = False
+    # Pixels of real image kept around a clean source's patch while it is degraded, then cut off. Without
+    # it a blur or streak near the patch's edge is computed on reflected pixels, which no real photo has;
+    # a 25-px camera-shake path leaves little of a 64-px patch unaffected by that.
+    context: int = 0
 
 
 class PatchSampler:
@@ -169,6 +173,9 @@ class PatchSampler:
         """Image, crop position, flips, then the degradation: all from ``rng``, in this order."""
         o, p = self.options, self.options.patch_size
         lq, gt = self.source.load(int(rng.integers(len(self.source))))
+        m = o.context if lq is None else 0
+        if m:
+            p += 2 * m  # a larger window, degraded whole; the patch is its centre
         gt = pad_to(gt, p, p)  # images smaller than the patch: reflect padding (or skipped when built)
         lq = pad_to(lq, p, p) if lq is not None else None
         h, w = gt.shape[:2]
@@ -178,7 +185,9 @@ class PatchSampler:
         rot = int(rng.integers(4)) if o.rot90 else 0
         gt = augment(gt[top : top + p, left : left + p], hflip, vflip, rot)
         if lq is None:
-            lq = self.source.degradation(gt, rng)
+            lq = self.source.degradation(np.ascontiguousarray(gt), rng)
+            if m:
+                gt, lq = (a[m : p - m, m : p - m] for a in (gt, lq))
         else:
             lq = augment(lq[top : top + p, left : left + p], hflip, vflip, rot)
         return {"lq": to_tensor(lq), "gt": to_tensor(gt), "task": self.source.task}

@@ -7,6 +7,7 @@
         patch_size: 64            # random square patches
         samples_per_epoch: 10000  # virtual epoch length of the mixture
         flip: true                # horizontal flips (the reference's augmentation); vflip, rot90: off
+        context: 0                # px of real image around each patch, degraded with it and cut off
         small_images: pad         # images smaller than the patch: reflect-pad (pad) or drop (skip)
         sources:
           - {name: noise, type: clean, root: BSDS432, degradation: {kind: noise, sigma: [0, 50]}, weight: 1}
@@ -79,7 +80,7 @@ SOURCE_KEYS = frozenset(
     }
 )
 TRAIN_KEYS = frozenset(
-    {"patch_size", "samples_per_epoch", "flip", "vflip", "rot90", "small_images", "sources"}
+    {"patch_size", "samples_per_epoch", "flip", "vflip", "rot90", "context", "small_images", "sources"}
 )
 VAL_KEYS = frozenset({"size", "max_images", "sources"})
 
@@ -111,6 +112,7 @@ class SplitSpec:
     flip: bool = True
     vflip: bool = False
     rot90: bool = False
+    context: int = 0
     small_images: str = "pad"
     size: int | None = 128
     max_images: int | None = None
@@ -237,6 +239,7 @@ def parse_split(
         flip=_bool(spec.get("flip", True), f"{where}.flip"),
         vflip=_bool(spec.get("vflip", False), f"{where}.vflip"),
         rot90=_bool(spec.get("rot90", False), f"{where}.rot90"),
+        context=_int(spec.get("context", 0), f"{where}.context", minimum=0),
         small_images=small,
         size=_int(spec.get("size", 128), f"{where}.size", allow_none=True),
         max_images=_int(spec.get("max_images"), f"{where}.max_images", allow_none=True),
@@ -312,7 +315,7 @@ def build_dataset(
         return ValidationDataset(sources, size=split.size, max_images=split.max_images, seed=seed)
     if split.small_images == "skip":
         sources = [drop_small(s, split.patch_size) for s in sources]
-    options = PatchOptions(split.patch_size, split.flip, split.vflip, split.rot90)
+    options = PatchOptions(split.patch_size, split.flip, split.vflip, split.rot90, split.context)
     return MixtureDataset(
         [PatchSampler(s, options) for s in sources],
         samples_per_epoch=split.samples_per_epoch,
