@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,31 @@ def test_suite_file(data, tmp_path):
     suite.write_text("task: {}\n")
     with pytest.raises(ConfigError, match="unknown key"):
         ev.load_suite(suite)
+
+
+def test_suite_data_root_from_the_file_or_the_command_line(data, tmp_path, capsys):
+    """One suite serves wherever the data sit: task folders resolve against --data-root, else the
+    file's data_root, else the file's folder; name lists stay beside the suite."""
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "keep.txt").write_text("0\n")
+    suite = tmp_path / "conf" / "suite.yaml"
+    rel = os.path.relpath(data, tmp_path / "conf")
+    suite.write_text(
+        f"data_root: {rel}\ntasks:\n  p: {{paired: pairs, only: keep.txt}}\n"
+        "  n: {clean: clean, degradation: noise, level: 15}\n"
+    )
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for sub in ("pairs", "clean"):
+        (moved / sub).symlink_to(data / sub)
+    assert [t.root.resolve() for t in ev.load_suite(suite).tasks] == [data / "pairs", data / "clean"]
+    s = ev.load_suite(suite, data_root=moved)
+    assert [t.root for t in s.tasks] == [moved / "pairs", moved / "clean"]
+    assert s.tasks[0].only == tmp_path / "conf" / "keep.txt"
+    with pytest.raises(ConfigError, match=r"--data-root .*no such folder"):
+        ev.load_suite(suite, data_root=tmp_path / "nowhere")
+    code = main(["evaluate", "--task", f"x=clean:{data / 'clean'}:noise:15", "--data-root", str(moved)])
+    assert code == 2 and "--data-root applies to a --suite" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------ degradations

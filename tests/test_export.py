@@ -92,3 +92,31 @@ def test_onnxruntime_backend_refuses_what_it_cannot_do():
         ramir.load(net, device="cpu", precision="bf16", backend="onnxruntime")
     with pytest.raises(RamirError, match="backend must be"):
         ramir.load(net, device="cpu", backend="tensorrt")
+
+
+def test_cli_library_errors_are_one_line_naming_the_step(tmp_path, capsys, monkeypatch):
+    """An error from the exporter's internals (pages long, e.g. torch.export's) is one line naming the
+    step that failed; the trace only with --debug. Nothing is written."""
+    from ramir.checkpoints import save_checkpoint
+    from ramir.cli import main
+
+    save_checkpoint(tmp_path / "n.safetensors", ramir.create_model("nafnet-s", width=8))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Failed to decompose the FX graph\n" + "graph dump line\n" * 200)
+
+    monkeypatch.setattr("ramir.cli.export.export_onnx", broken)
+    argv = ["export", str(tmp_path / "n.safetensors"), "-o", str(tmp_path / "n.onnx"), "--tile", "64"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "ramir: error: exporting to ONNX (64x64): RuntimeError: Failed to decompose the FX graph "
+        "(run with --debug for details)"
+    ]
+    with pytest.raises(RuntimeError, match="decompose"):
+        main(["--debug", *argv])
+    assert not (tmp_path / "n.onnx").exists()
+    # reading the checkpoint is a step of its own
+    monkeypatch.setattr("ramir.checkpoints.load_network", lambda *a, **k: 1 / 0)
+    assert main(argv) == 1
+    assert "ramir: error: loading " in capsys.readouterr().err

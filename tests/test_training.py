@@ -285,6 +285,58 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path):
     assert losses_cut == pytest.approx(losses_full, rel=1e-6) and sorted(losses_cut) == list(range(1, 7))
 
 
+def _killed_while_saving(out: str, recipe: dict, target: str, nth: int) -> None:
+    """Child process: train, and SIGKILL this process halfway through the ``nth`` write of ``target``
+    ("state": the optimiser/EMA/RNG file, "weights": the safetensors file) — no handler can run."""
+    import safetensors.torch
+
+    calls = {"n": 0}
+
+    def dying(real, path_arg: int):
+        def write(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == nth:
+                with open(args[path_arg], "wb") as fh:
+                    fh.write(b"half a checkpoint")
+                    fh.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(*args, **kwargs)
+
+        return write
+
+    if target == "state":
+        torch.save = dying(torch.save, 1)
+    else:
+        safetensors.torch.save_file = dying(safetensors.torch.save_file, 1)  # imported at each save
+    make_trainer(Path(out), recipe, model=toy(dropout=0.2), stage=PretrainStage(seed=3)).fit()
+
+
+@pytest.mark.parametrize("target", ["state", "weights"])
+def test_sigkill_while_a_checkpoint_is_written_then_resume_matches_uninterrupted(tmp_path, target):
+    """SIGKILL (no handler, no final save) while the second checkpoint is being written: the half-written
+    file never takes a checkpoint's name, the run resumes from the first one, and ends where an
+    uninterrupted run ends (within 1e-6)."""
+    import multiprocessing
+
+    recipe = tiny_recipe(train={"save_every": 2, "keep_last": 0})
+    full = make_trainer(tmp_path / "full", recipe, model=toy(dropout=0.2), stage=PretrainStage(seed=3))
+    full.fit()
+    child = multiprocessing.get_context("spawn").Process(
+        target=_killed_while_saving, args=(str(tmp_path / "cut"), recipe, target, 2)
+    )
+    child.start()
+    child.join(timeout=300)
+    assert child.exitcode == -signal.SIGKILL
+    assert [n for n, _ in list_states(tmp_path / "cut")] == [2]  # the torn write is not a checkpoint
+    resumed = make_trainer(tmp_path / "cut", recipe, model=toy(dropout=0.2), stage=PretrainStage(seed=3))
+    assert resumed.iteration == 2
+    assert resumed.fit().iteration == 6
+    _assert_same(_weights(full), _weights(resumed))
+    _assert_same(full.ema.state_dict(), resumed.ema.state_dict())
+    # the resumed run cleared the torn temporary file the kill left behind
+    assert not [p.name for p in (tmp_path / "cut" / "ckpt").iterdir() if p.name.startswith(".")]
+
+
 def test_checkpoints_are_pruned_and_resume_is_refused_when_recipe_changes(tmp_path):
     recipe = tiny_recipe(train={"save_every": 2, "keep_last": 2})
     make_trainer(tmp_path, recipe).fit()

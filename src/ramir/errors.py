@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class RamirError(Exception):
     """Base class: a problem the user can fix (bad input, bad file, bad config)."""
@@ -30,3 +33,30 @@ def reject_unknown_keys(mapping: object, allowed: set[str] | frozenset[str], whe
     if unknown:
         valid = ", ".join(sorted(allowed)) or "none"
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {valid}")
+
+
+@contextlib.contextmanager
+def step(what: str) -> Iterator[None]:
+    """Name the step an unexpected error escapes from (``with step("exporting to ONNX"): ...``).
+
+    Errors from torch, onnx or PIL internals say what failed inside the library, not what the user
+    asked for; the CLI prints ``ramir: error: WHAT: Type: first line`` from this. The innermost step
+    wins; :class:`RamirError` passes untouched (its message already speaks to the user)."""
+    try:
+        yield
+    except RamirError:
+        raise
+    except Exception as exc:
+        if getattr(exc, "ramir_step", None) is None:
+            with contextlib.suppress(AttributeError, TypeError):
+                exc.ramir_step = what  # type: ignore[attr-defined]
+        raise
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message (library errors can run to pages)."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            text = line.strip()
+            return text if len(text) <= limit else text[: limit - 3] + "..."
+    return type(exc).__name__

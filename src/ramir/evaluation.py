@@ -248,14 +248,17 @@ class Suite:
     max_images: int | None = None
 
 
-_SUITE_KEYS = {"tasks", "models", "baselines", "seed", "max_images"}
+_SUITE_KEYS = {"tasks", "models", "baselines", "seed", "max_images", "data_root"}
 _TASK_KEYS = {"paired", "clean", "layout", "input", "target", "degradation", "level", "seed", "only"}
 
 
-def load_suite(path: str | Path, seed: int | None = None) -> Suite:
+def load_suite(path: str | Path, seed: int | None = None, data_root: str | Path | None = None) -> Suite:
     """Read a YAML suite (format in ``ramir evaluate --help``); relative paths are relative to the file.
 
     ``seed`` (the command line's) overrides the file's top-level seed; a task's own seed wins over both.
+    The tasks' data folders (``clean:``, ``paired:``) resolve against ``data_root`` (the command line's
+    ``--data-root``), else the file's own ``data_root:`` (relative to the file), else the file's folder:
+    one suite serves wherever the data sit. Name lists (``only:``) stay relative to the file.
     """
     import yaml
 
@@ -270,6 +273,14 @@ def load_suite(path: str | Path, seed: int | None = None) -> Suite:
         raise ConfigError(f"{path}: a suite is a mapping with a 'tasks' key")
     reject_unknown_keys(data, _SUITE_KEYS, str(path))
     base = path.parent
+    if data_root is not None:
+        data_base = Path(data_root).expanduser()
+        if not data_base.is_dir():
+            raise ConfigError(f"--data-root {data_base}: no such folder")
+    elif data.get("data_root") is not None:
+        data_base = base / str(data["data_root"])
+    else:
+        data_base = base
     suite = Suite(seed=data.get("seed"), max_images=data.get("max_images"))
     top_seed = seed if seed is not None else (suite.seed or 0)
     tasks = data.get("tasks") or {}
@@ -287,7 +298,7 @@ def load_suite(path: str | Path, seed: int | None = None) -> Suite:
                 make_task(
                     str(name),
                     "clean",
-                    base / str(t["clean"]),
+                    data_base / str(t["clean"]),
                     degradation=t.get("degradation"),
                     level=None if level is None else float(level),
                     seed=task_seed,
@@ -299,7 +310,7 @@ def load_suite(path: str | Path, seed: int | None = None) -> Suite:
                 make_task(
                     str(name),
                     "paired",
-                    base / str(t["paired"]),
+                    data_base / str(t["paired"]),
                     layout=t.get("layout"),
                     input_dir=None if t.get("input") is None else str(t["input"]),
                     target_dir=None if t.get("target") is None else str(t["target"]),

@@ -14,7 +14,7 @@ import os
 import sys
 
 from ramir import __version__
-from ramir.errors import RamirError
+from ramir.errors import RamirError, first_line, step
 
 # sub-command modules under ramir.cli, in the order --help lists them
 COMMANDS = [
@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with step(f"ramir {args.command}"):
+            return int(args.func(args) or 0)
     except BrokenPipeError:  # e.g. `ramir data verify ... | head`: the reader left, nothing to report
         with contextlib.suppress(OSError):
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at interpreter exit
@@ -100,13 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     except (RamirError, FileNotFoundError, IsADirectoryError, PermissionError, ValueError, KeyError) as exc:
         if args.debug:
             raise
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else first_line(exc)
         print(f"ramir: error: {msg}", file=sys.stderr)
         return 2
-    except Exception as exc:  # an unexpected failure: still one line, with a pointer to --debug
+    except Exception as exc:  # an unexpected failure: still one line, naming the step, pointing to --debug
         if args.debug:
             raise
-        print(f"ramir: error: {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr)
+        where = getattr(exc, "ramir_step", None)
+        print(f"ramir: error: {where + ': ' if where else ''}{type(exc).__name__}: {first_line(exc)} "
+              "(run with --debug for details)", file=sys.stderr)
         return 1
 
 

@@ -21,6 +21,7 @@ degradations:
 suite file (--suite FILE, YAML; relative paths are relative to the file):
   seed: 0                     # optional (--seed overrides it; a task's own seed wins)
   max_images: null            # optional (--max-images overrides it)
+  data_root: ../data          # optional: where the tasks' folders are (--data-root overrides it)
   tasks:
     cbsd68-noise25: {{clean: CBSD68, degradation: noise, level: 25}}
     lsdir-jpeg:     {{clean: LSDIR-val, degradation: jpeg, level: 50}}
@@ -81,6 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
     p.add_argument("--max-images", type=int, default=None, metavar="N", help="first N images of each task")
     p.add_argument("--seed", type=int, default=None, help="degradation seed of clean tasks (default 0)")
+    p.add_argument("--data-root", metavar="DIR", default=None,
+                   help="folder the suite's task folders are relative to (default: the suite's data_root, "
+                        "else the suite file's folder)")
     p.add_argument(
         "--crops",
         type=int,
@@ -107,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
     if args.max_images is not None and args.max_images < 1:
         raise ConfigError("--max-images must be at least 1")
     tile = args.tile
-    suite = ev.load_suite(args.suite, seed=args.seed) if args.suite else ev.Suite()
+    if args.data_root and not args.suite:
+        raise ConfigError("--data-root applies to a --suite's tasks; give --suite FILE")
+    suite = ev.load_suite(args.suite, seed=args.seed, data_root=args.data_root) if args.suite else ev.Suite()
     seed = args.seed if args.seed is not None else (suite.seed or 0)
     suite_tasks = list(suite.tasks)
     if args.select:

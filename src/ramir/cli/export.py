@@ -27,9 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ramir.checkpoints import load_network
-    from ramir.errors import RamirError
+    from ramir.errors import RamirError, step
 
-    network = load_network(args.checkpoint, prefer_ema=not args.raw)
+    with step(f"loading {args.checkpoint}"):
+        network = load_network(args.checkpoint, prefer_ema=not args.raw)
     names = getattr(network, "expert_names", None)
     if names is not None:  # routing is a per-image choice made in Python, not a graph: one expert per file
         if args.expert not in names:
@@ -38,8 +39,9 @@ def run(args: argparse.Namespace) -> int:
         network = network.experts[names.index(args.expert)]
     elif args.expert is not None:
         raise RamirError(f"{args.checkpoint} is not a routed network; --expert does not apply")
-    report = export_onnx(network, args.output, tile=args.tile, dynamic=args.dynamic, opset=args.opset,
-                         verify=not args.no_verify, overwrite=args.overwrite)
+    with step(f"exporting to ONNX ({'dynamic sizes' if args.dynamic else f'{args.tile}x{args.tile}'})"):
+        report = export_onnx(network, args.output, tile=args.tile, dynamic=args.dynamic, opset=args.opset,
+                             verify=not args.no_verify, overwrite=args.overwrite)
     shape = "dynamic H, W" if report.dynamic else f"{report.tile}x{report.tile}"
     check = ("not verified (onnxruntime missing)" if report.max_abs_diff is None
              else f"max |onnx - torch| = {report.max_abs_diff:.2e}")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ramir.cli import memory_size, tile_size
-from ramir.errors import ImageError, RamirError
+from ramir.errors import ImageError, RamirError, first_line, step
 from ramir.imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
 DEFAULT_OUTDIR = "restored"
@@ -219,8 +219,9 @@ def _load_restorer(args: argparse.Namespace):
     from ramir.inference import load
 
     memory = {"max_memory": args.max_memory} if args.max_memory else {}
-    restorer = load(args.model, device=args.device, tile=args.tile, overlap=args.overlap,
-                    precision=args.precision, twin_mask=args.twin_mask, backend="torch", **memory)
+    with step(f"loading the model {args.model or '(embedded default)'}"):
+        restorer = load(args.model, device=args.device, tile=args.tile, overlap=args.overlap,
+                        precision=args.precision, twin_mask=args.twin_mask, backend="torch", **memory)
     if args.backend == "onnxruntime":  # asked for: its errors are the user's to see
         return dataclasses.replace(restorer, backend="onnxruntime", announce=_say)
     if args.backend == "auto" and _wants_onnxruntime(args, restorer):
@@ -303,7 +304,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _one_line(source: Path, exc: BaseException) -> str:
     """``FILE: REASON`` on one line; the file is not repeated when the reason already starts with it."""
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    msg = first_line(exc)
     if not isinstance(exc, RamirError):
         msg = f"{type(exc).__name__}: {msg}"
     if msg.startswith(f"{source}:"):

@@ -152,6 +152,13 @@ def list_states(output_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def _remove_torn_writes(ckpt_dir: Path) -> None:
+    """Temporary files of checkpoint writes that a SIGKILL or power loss cut short (``.iter_N.*.tmp.*``,
+    see :func:`ramir.fileio.atomic_path`): never a checkpoint, only litter once the run resumes."""
+    for path in ckpt_dir.glob(".iter_*.tmp.*"):
+        path.unlink(missing_ok=True)
+
+
 def latest_state(output_dir: str | Path) -> Path | None:
     states = list_states(output_dir)
     return states[-1][1] if states else None
@@ -406,6 +413,7 @@ class Trainer:
         _set_rng_state(state["rng"])
         self.resumed_from = path
         if self.env.is_main:
+            _remove_torn_writes(path.parent)
             print(f"resuming from {path} (iteration {self.iteration})", file=sys.stderr)
 
     # -- saving -------------------------------------------------------------------------------------
