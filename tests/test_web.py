@@ -1,9 +1,14 @@
-"""The web app: multipart parsing, the HTTP API (200/400/413, the inference lock) and a real browser run."""
+"""The web app: multipart parsing, the HTTP API (200/400/413/503, the inference lock, client disconnects)
+and a real browser run."""
 
 from __future__ import annotations
 
 import io
 import json
+import queue
+import re
+import socket
+import struct
 import threading
 import time
 import urllib.error
@@ -225,6 +230,195 @@ def test_serve_refuses_without_a_model(monkeypatch, capsys, tmp_path):
     assert err.startswith("ramir: error: no model to serve") and "--model" in err and "\n" not in err
     assert main(["serve", "--model", str(tmp_path / "nope.safetensors"), "--port", "0"]) == 2
     assert "nope.safetensors" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ bounded queue, disconnects
+class GatedRestorer:
+    """Identity restorer that blocks in ``restore`` until the test opens the gate: the queue fills
+    deterministically, without timing assumptions."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.entered = threading.Semaphore(0)  # one release per restore call that started
+        self.active = 0
+        self.max_active = 0
+        self._count = threading.Lock()
+
+    def restore(self, image: np.ndarray) -> np.ndarray:
+        with self._count:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+        self.entered.release()
+        try:
+            assert self.gate.wait(20), "the test never opened the gate"
+            return image.copy()
+        finally:
+            with self._count:
+                self.active -= 1
+
+
+@pytest.fixture
+def gated():
+    """A fresh server (max_queue=2) around a :class:`GatedRestorer`; ``done`` receives the client address
+    of every connection whose handler has finished, so a test can wait for the server side of a
+    disconnect to be over before reading stderr."""
+    restorer = GatedRestorer()
+    server = make_server(restorer, "127.0.0.1", 0, model_name="gated", max_queue=2)
+    done: queue.Queue = queue.Queue()
+    original = server.process_request_thread
+
+    def tracked(request, client_address):
+        try:
+            original(request, client_address)
+        finally:
+            done.put(client_address)
+
+    server.process_request_thread = tracked  # type: ignore[method-assign]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server, restorer, done
+    finally:
+        restorer.gate.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def _url(server) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}/api/restore"
+
+
+def _wait_for(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting for the server"
+        time.sleep(0.005)
+
+
+def _wait_done(done: queue.Queue, address: tuple, timeout: float = 10.0) -> None:
+    """Block until the handler of the connection from ``address`` has returned."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = done.get(timeout=max(0.01, deadline - time.monotonic()))
+        if tuple(got[:2]) == tuple(address[:2]):
+            return
+
+
+def _raw_request(port: int, body: bytes) -> bytes:
+    head = (
+        f"POST /api/restore HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: image/png\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def _close(sock: socket.socket, reset: bool) -> None:
+    if reset:  # SO_LINGER 0: close() sends RST, the harshest disconnect (the server sees ECONNRESET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def test_requests_beyond_the_queue_get_503(gated):
+    server, restorer, _ = gated
+    png = _png(16, 16, seed=4)
+    results: list[int] = []
+
+    def client() -> threading.Thread:
+        t = threading.Thread(target=lambda: results.append(_post(_url(server), png, "image/png")[0]))
+        t.start()
+        return t
+
+    workers = [client()]
+    assert restorer.entered.acquire(timeout=10)  # the first one is restoring, blocked on the gate
+    workers += [client(), client()]  # max_queue=2: these two wait behind it
+    _wait_for(lambda: server.service.in_flight == 3)
+    try:
+        for _ in range(2):  # full: refused at once, not queued
+            req = urllib.request.Request(_url(server), data=png, method="POST",
+                                         headers={"Content-Type": "image/png"})
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(req, timeout=5)
+            assert err.value.code == 503
+            assert err.value.headers["Content-Type"] == "application/json"
+            assert int(err.value.headers["Retry-After"]) >= 1
+            message = json.loads(err.value.read())["error"]
+            assert message == "busy: 3 requests are waiting; try again shortly"
+    finally:
+        restorer.gate.set()
+        for t in workers:
+            t.join(20)
+    assert results == [200, 200, 200]
+    assert restorer.max_active == 1  # still one restore at a time
+    assert server.service.in_flight == 0
+    assert _post(_url(server), png, "image/png")[0] == 200  # the queue drained: served again
+
+
+def test_admission_is_bounded(restorer):
+    service = RestoreService(restorer, max_queue=1)
+    assert service.admit() and service.admit()  # the running one and one waiting
+    assert service.full() and not service.admit()
+    err = service.busy_error()
+    assert err.status == 503 and err.message == "busy: 2 requests are waiting; try again shortly"
+    assert int(err.headers["Retry-After"]) >= 1
+    service.release()
+    assert service.admit()
+    with pytest.raises(ValueError, match="max_queue"):
+        RestoreService(restorer, max_queue=-1)
+
+
+def test_serve_max_queue_option(capsys):
+    from ramir.cli import build_parser, main
+
+    assert build_parser().parse_args(["serve"]).max_queue == 4
+    assert build_parser().parse_args(["serve", "--max-queue", "0"]).max_queue == 0
+    assert main(["serve", "--max-queue", "-1", "--port", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "ramir: error: --max-queue must be 0 or more, got -1"
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+@pytest.mark.parametrize("reset", [True, False], ids=["rst", "fin"])
+def test_client_disconnects_leave_no_traceback(gated, capsys, reset, verbose):
+    server, restorer, done = gated
+    server.verbose = verbose
+    restorer.gate.set()
+    port = server.server_address[1]
+    png = _png(64, 64, seed=6)
+    capsys.readouterr()
+
+    # 1. half an upload, then gone
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        request = _raw_request(port, png)
+        sock.sendall(request[: len(request) - len(png) // 2])
+        address = sock.getsockname()
+        time.sleep(0.05)  # let the server start reading the body
+        _close(sock, reset)
+    _wait_done(done, address)
+
+    # 2. a whole upload, gone before the response is read (the restore is still running when it leaves)
+    restorer.gate.clear()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(_raw_request(port, png))
+        address = sock.getsockname()
+        assert restorer.entered.acquire(timeout=10)
+        _close(sock, reset)
+    restorer.gate.set()
+    _wait_done(done, address)
+
+    status, ctype, _ = _post(_url(server), png, "image/png")  # still serving
+    assert status == 200 and ctype == "image/png"
+    assert server.service.in_flight == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if not verbose:
+        assert err == ""
+        return
+    # verbose: the usual request log, plus at most one line per disconnect
+    notes = [line for line in err.splitlines() if "disconnected" in line]
+    assert len(notes) <= 2
+    assert all(re.fullmatch(r"ramir: 127\.0\.0\.1:\d+ disconnected \(\w+\)", line) for line in notes)
+    others = [line for line in err.splitlines() if "disconnected" not in line]
+    assert all('"POST /api/restore HTTP/1.1"' in line for line in others)
 
 
 # ---------------------------------------------------------------------------------------- browser

@@ -51,7 +51,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-memory", type=memory_size, default=None, metavar="SIZE",
         help="memory one restore plans to stay within, e.g. 4G (default 2G)"
     )
-    p.add_argument("--verbose", action="store_true", help="log every request")
+    p.add_argument(
+        "--max-queue", type=int, default=4, metavar="N",
+        help="restores that may wait behind the running one; more get HTTP 503 with Retry-After "
+        "(default: %(default)s)"
+    )
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch")
+    p.add_argument("--verbose", action="store_true", help="log every request (and client disconnects)")
     p.set_defaults(func=run)
 
 
@@ -75,6 +81,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_upload_mb <= 0 or args.max_megapixels <= 0:
         raise ConfigError("--max-upload-mb and --max-megapixels must be positive")
+    if args.max_queue < 0:
+        raise ConfigError(f"--max-queue must be 0 or more, got {args.max_queue}")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be 1 or more, got {args.threads}")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     restorer = load_restorer(args.model, args.device, args.tile, args.max_memory)
     name = getattr(restorer, "name", "") or (Path(args.model).name if args.model else "default")
     try:
@@ -86,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
             model_name=name,
             max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
             max_pixels=int(args.max_megapixels * 1e6),
+            max_queue=args.max_queue,
         )
     except OSError as exc:
         raise ConfigError(

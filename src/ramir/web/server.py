@@ -2,22 +2,28 @@
 
 No web framework: ``ThreadingHTTPServer`` serves the static page and one JSON/PNG endpoint. The model is
 loaded once; a lock serialises inference (one network, one set of buffers), while uploads, decoding and
-encoding run in parallel threads.
+encoding run in parallel threads. At most ``max_queue`` restores wait behind the running one (each holds a
+decoded image): further ones are refused at once with 503 and ``Retry-After`` rather than queued without
+bound. A client that goes away mid-upload or before reading its answer is not an error of the server: it
+is dropped silently (one line with ``verbose``), never with a traceback.
 
 Routes:
     GET  /              the page (static/index.html)
     GET  /static/NAME   its script and style sheet
-    GET  /api/info      {"model": ..., "max_upload_bytes": ..., "max_pixels": ...}
+    GET  /api/info      {"model": ..., "max_upload_bytes": ..., "max_pixels": ..., "max_queue": ...}
     POST /api/restore   body: multipart/form-data with a file field, or the raw image bytes with an
                         ``image/*`` content type. Answers ``image/png`` (same size as the input), or a
-                        JSON ``{"error": "..."}`` with 400 (not an image), 411, 413 (too large) or 500.
+                        JSON ``{"error": "..."}`` with 400 (not an image), 411, 413 (too large),
+                        503 (busy, with ``Retry-After``) or 500.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import mimetypes
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,6 +40,11 @@ from ramir.imageio import LoadedImage
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_MAX_UPLOAD_MB = 20.0
 DEFAULT_MAX_PIXELS = 4096 * 4096
+# Restores that may wait behind the running one. Each holds its upload and decoded float image (up to
+# ~200 MB at the pixel limit), so the queue bounds memory; beyond it a client is better told to retry.
+DEFAULT_MAX_QUEUE = 4
+# A client that vanished: nothing to answer and nothing wrong with the server.
+_DISCONNECTS = (ConnectionError, TimeoutError)
 # An over-size body is read and discarded up to this many bytes so the client receives the 413 instead
 # of a connection reset; anything larger is cut off.
 _DRAIN_LIMIT = 256 * 1024 * 1024
@@ -46,29 +57,69 @@ class SupportsRestore(Protocol):
 class UploadError(Exception):
     """A request the page should explain to the user: carries the HTTP status."""
 
-    def __init__(self, status: HTTPStatus, message: str, *, close: bool = False) -> None:
+    def __init__(
+        self, status: HTTPStatus, message: str, *, close: bool = False, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.close = close  # the body was not (fully) read: the connection cannot be reused
+        self.headers = headers or {}
 
 
 @dataclass
 class RestoreService:
-    """Everything a request needs: the restorer, its lock and the limits."""
+    """Everything a request needs: the restorer, its lock, the admission count and the limits."""
 
     restorer: SupportsRestore
     model_name: str = "model"
     max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1024 * 1024)
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_queue: int = DEFAULT_MAX_QUEUE
     lock: threading.Lock = field(default_factory=threading.Lock)
+    in_flight: int = 0  # admitted restores: the running one plus those waiting for the lock
+    seconds_per_restore: float = 1.0  # running average, for Retry-After
+    _admission: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.max_queue < 0:
+            raise ValueError(f"max_queue must be >= 0, got {self.max_queue}")
+
+    def full(self) -> bool:
+        """No room for one more restore (a hint: :meth:`admit` is the atomic check)."""
+        return self.in_flight > self.max_queue
+
+    def admit(self) -> bool:
+        """Take a place in the queue, or False when the running restore plus ``max_queue`` hold them all."""
+        with self._admission:
+            if self.in_flight > self.max_queue:
+                return False
+            self.in_flight += 1
+            return True
+
+    def release(self) -> None:
+        with self._admission:
+            self.in_flight -= 1
+
+    def busy_error(self) -> UploadError:
+        """503 with the queue length and a Retry-After guessed from the recent restore time."""
+        n = self.max_queue + 1  # refused means full; in_flight may already have dropped since
+        retry = max(1, min(300, math.ceil(self.seconds_per_restore * n)))
+        waiting = f"{n} request is waiting" if n == 1 else f"{n} requests are waiting"
+        return UploadError(
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            f"busy: {waiting}; try again shortly",
+            headers={"Retry-After": str(retry)},
+        )
 
     def restore_png(self, data: bytes) -> bytes:
         """Encoded image bytes in, restored PNG bytes out: same size, and the upload's alpha, grey mode
         and ICC profile kept, as ``ramir restore`` keeps them (:mod:`ramir.imageio`)."""
         loaded = decode_upload(data, self.max_pixels)
         with self.lock:
+            started = time.perf_counter()
             out = self.restorer.restore(loaded.rgb)
+            self.seconds_per_restore = 0.7 * self.seconds_per_restore + 0.3 * (time.perf_counter() - started)
         out = np.asarray(out)
         if out.shape != loaded.rgb.shape:
             raise RuntimeError(f"restorer returned shape {out.shape} for input {loaded.rgb.shape}")
@@ -210,8 +261,8 @@ def create_app(
             if self.command != "HEAD":
                 self.wfile.write(body)
 
-        def _error(self, status: int, message: str) -> None:
-            self._send(status, _json({"error": message}), "application/json")
+        def _error(self, status: int, message: str, extra: dict[str, str] | None = None) -> None:
+            self._send(status, _json({"error": message}), "application/json", extra)
 
         # --- GET ------------------------------------------------------------------------------------
         def do_GET(self) -> None:
@@ -225,6 +276,7 @@ def create_app(
                     "model": service.model_name,
                     "max_upload_bytes": service.max_upload_bytes,
                     "max_pixels": service.max_pixels,
+                    "max_queue": service.max_queue,
                 }
                 return self._send(HTTPStatus.OK, _json(info), "application/json")
             self._error(HTTPStatus.NOT_FOUND, f"no such page: {path}")
@@ -244,19 +296,29 @@ def create_app(
         def do_POST(self) -> None:
             if self.path.split("?", 1)[0] != "/api/restore":
                 return self._error(HTTPStatus.NOT_FOUND, f"no such endpoint: {self.path}")
+            # A vanished client (ConnectionError, TimeoutError) is not caught here: it ends the request
+            # and reaches the server's handle_error, which drops it without a traceback.
             try:
                 data = self._read_upload()
+                if not service.admit():
+                    raise service.busy_error()
+            except UploadError as exc:
+                self.close_connection = self.close_connection or exc.close
+                return self._error(exc.status, exc.message, exc.headers)
+            try:
                 started = time.perf_counter()
                 png = service.restore_png(data)
                 elapsed = time.perf_counter() - started
             except RamirError as exc:  # e.g. an image smaller than the network's window
                 return self._error(HTTPStatus.BAD_REQUEST, str(exc))
             except UploadError as exc:
-                self.close_connection = self.close_connection or exc.close
-                return self._error(exc.status, exc.message)
+                return self._error(exc.status, exc.message, exc.headers)
             except Exception as exc:  # a failure of the model: tell the page, keep serving
                 self.log_error("restore failed: %r", exc)
                 return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"restoration failed: {exc}")
+            finally:
+                del data  # the upload's memory goes before a slow client reads the answer
+                service.release()
             self._send(HTTPStatus.OK, png, "image/png", {"X-Restore-Seconds": f"{elapsed:.3f}"})
 
         def _read_upload(self) -> bytes:
@@ -279,6 +341,9 @@ def create_app(
                     f"upload is {length / 2**20:.1f} MB; the limit is {limit / 2**20:.1f} MB",
                     close=True,
                 )
+            if service.full():  # refuse before buffering an upload that could not be queued anyway
+                self._drain(length)
+                raise service.busy_error()
             body = self.rfile.read(length)
             if len(body) != length:
                 raise UploadError(HTTPStatus.BAD_REQUEST, "the upload was cut off", close=True)
@@ -303,6 +368,26 @@ def create_app(
     return Handler
 
 
+class RestoreServer(ThreadingHTTPServer):
+    """``ThreadingHTTPServer`` whose per-request failures are one line, and client disconnects none."""
+
+    daemon_threads = True
+    request_queue_size = 64  # listen backlog: a burst of connections waits for accept() instead of a reset
+    verbose = False
+    service: RestoreService
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver's default prints a traceback for anything a handler raised, including the
+        # BrokenPipe/ConnectionReset of a client that closed its tab or its socket mid-request.
+        exc = sys.exc_info()[1]
+        who = f"{client_address[0]}:{client_address[1]}" if isinstance(client_address, tuple) else "client"
+        if isinstance(exc, _DISCONNECTS):
+            if self.verbose:
+                print(f"ramir: {who} disconnected ({type(exc).__name__})", file=sys.stderr, flush=True)
+            return
+        print(f"ramir: error serving {who}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+
+
 def make_server(
     restorer: SupportsRestore | RestoreService,
     host: str = "127.0.0.1",
@@ -310,9 +395,14 @@ def make_server(
     *,
     verbose: bool = False,
     **service_kwargs: Any,
-) -> ThreadingHTTPServer:
-    """A ready (not yet serving) HTTP server; port 0 picks a free port (see ``server.server_address``)."""
-    server = ThreadingHTTPServer((host, port), create_app(restorer, **service_kwargs))
-    server.daemon_threads = True
-    server.verbose = verbose  # type: ignore[attr-defined]
+) -> RestoreServer:
+    """A ready (not yet serving) HTTP server; port 0 picks a free port (see ``server.server_address``).
+
+    ``service_kwargs`` go to :class:`RestoreService` (``model_name``, ``max_upload_bytes``, ``max_pixels``,
+    ``max_queue``); the service is ``server.service``.
+    """
+    handler = create_app(restorer, **service_kwargs)
+    server = RestoreServer((host, port), handler)
+    server.service = handler.service  # type: ignore[attr-defined]
+    server.verbose = verbose
     return server
