@@ -63,6 +63,8 @@ def main() -> int:
     )
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--router", type=Path, default=ROOT / "runs" / "router" / "router.pt")
+    ap.add_argument("--router-recipe", type=Path, default=ROOT / "experiments" / "experts" / "router.yaml",
+                    help="the router's training sources (when --router does not exist yet)")
     ap.add_argument("--iterations", type=int, default=1500)
     ap.add_argument("--keep-threshold", type=float, default=0.0,
                     help="probability the clean class needs before an image is left unchanged")
@@ -76,7 +78,7 @@ def main() -> int:
     else:
         start = time.perf_counter()
         router, log = train_router(
-            ROOT / "experiments" / "experts" / "router.yaml",
+            args.router_recipe,
             SOURCE_CLASSES,
             CLASSES,
             iterations=args.iterations,
