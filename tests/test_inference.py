@@ -364,7 +364,7 @@ def test_architecture_names_need_weights():
 
 
 def test_load_checkpoint_file(tmp_path):
-    checkpoints = pytest.importorskip("ramir.checkpoints")
+    from ramir import checkpoints
     net = tiny_swinir((1,))
     checkpoints.save_checkpoint(tmp_path / "tiny.safetensors", net)
     r = ramir.load(str(tmp_path / "tiny.safetensors"), device="cpu", tile=0)

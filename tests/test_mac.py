@@ -458,8 +458,7 @@ def test_heatmap_grid_and_png(tmp_path, mac_fixture):
 
 
 def _tiny_checkpoint(tmp_path):
-    checkpoints = pytest.importorskip("ramir.checkpoints", reason="ramir.checkpoints not available")
-    from ramir import create_model
+    from ramir import checkpoints, create_model
 
     torch.manual_seed(0)
     model = create_model("ram-swinir-small", embed_dim=12, depths=[1], num_heads=[2])
