@@ -331,8 +331,11 @@ class Trainer:
                 unused.append(name)
             p.grad = None
         if unused and self.env.is_main:
-            print(f"note: {len(unused)} parameters receive no gradient and stay frozen: "
-                  f"{', '.join(unused[:5])}{' ...' if len(unused) > 5 else ''}", file=sys.stderr)
+            what = "1 parameter receives no gradient and stays" if len(unused) == 1 else (
+                f"{len(unused)} parameters receive no gradient and stay"
+            )
+            names = f"{', '.join(unused[:5])}{' ...' if len(unused) > 5 else ''}"
+            print(f"note: {what} frozen: {names}", file=sys.stderr)
         return unused
 
     def _resume(self, resume: str | Path) -> None:
