@@ -21,11 +21,16 @@ Every problem a user can cause raises :class:`ramir.errors.ImageError` with one 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import struct
+import sys
+import tempfile
 import threading
 import warnings
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +57,10 @@ _SIGNATURES = {
     b"MM\x00*": "TIFF",
 }
 _PIL_GLOBALS = threading.Lock()  # Pillow's pixel limit and truncation flag are module globals
+# Pillow logs some refusals (a TIFF's absurd SamplesPerPixel) at ERROR level besides raising; with logging
+# unconfigured Python prints them on stderr, a second line next to our one-line ImageError. A NullHandler
+# stops only that fallback: an application that configures logging still receives them.
+logging.getLogger("PIL").addHandler(logging.NullHandler())
 
 
 @dataclass
@@ -155,24 +164,33 @@ def _read(path: Path, max_pixels: int | None, min_size: int) -> LoadedImage:
         raise ImageError(_too_big(path, max_pixels)) from None
     except UnidentifiedImageError:
         fmt = _sniff(path)
-        if fmt == "TIFF":  # a TIFF Pillow cannot parse (e.g. 16-bit planar): OpenCV may
+        if fmt == "TIFF":  # a TIFF Pillow cannot parse (e.g. 12-bit RGB): OpenCV may
+            declared = _tiff_size(path)
+            if declared is not None:  # OpenCV allocates the declared size before reading a byte of it
+                _check_size(path, *declared, max_pixels, min_size)
             return _read_with_cv2(path, None, max_pixels, min_size)
         if fmt is not None:
             raise ImageError(f"{path}: corrupt or truncated {fmt} file") from None
         raise ImageError(f"{path}: not an image (unrecognised format)") from None
     except OSError as exc:
         raise ImageError(f"{path}: cannot open: {exc}") from None
+    except (ValueError, EOFError, zlib.error) as exc:  # e.g. a PNG text/ICC chunk inflating past Pillow's cap
+        raise ImageError(f"{path}: corrupt {_sniff(path) or 'image'} file ({exc})") from None
 
     with im:
         _check_size(path, im.width, im.height, max_pixels, min_size)
+        c_messages: list[str] = []
         try:
-            im.load()
+            with _c_stderr(c_messages):
+                im.load()
         except Image.DecompressionBombError:
             raise ImageError(_too_big(path, max_pixels)) from None
         except (OSError, SyntaxError, ValueError, EOFError, zlib.error) as exc:
             if "truncat" in str(exc).lower():
                 raise ImageError(f"{path}: truncated {im.format or 'image'} file") from None
-            raise ImageError(f"{path}: corrupt {im.format or 'image'} file ({exc})") from None
+            # libtiff's own line ("module: what went wrong") says more than Pillow's "decoder error -2"
+            detail = "; ".join([str(exc), *(m.split(": ", 1)[-1] for m in c_messages[:1])])
+            raise ImageError(f"{path}: corrupt {im.format or 'image'} file ({detail})") from None
         if _needs_cv2(im):
             return _read_with_cv2(path, im, max_pixels, min_size)
         try:
@@ -181,6 +199,54 @@ def _read(path: Path, max_pixels: int | None, min_size: int) -> LoadedImage:
             raise ImageError(f"{path}: {exc}") from None
     loaded.path = path
     return loaded
+
+
+@contextlib.contextmanager
+def _c_stderr(lines: list[str] | None = None) -> Iterator[None]:
+    """Divert what C decoders print straight to file descriptor 2 (libtiff inside Pillow, OpenCV's log):
+    on a user's terminal those lines would break the one-line-per-bad-file promise of ``ramir restore``.
+    They are appended to ``lines`` (the caller may quote them in its error), else dropped. Used under
+    ``_PIL_GLOBALS`` only: what another thread writes to fd 2 meanwhile is diverted too."""
+    lines = [] if lines is None else lines
+    try:
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable file descriptor 2 (e.g. pythonw): nothing to protect
+        yield
+        return
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+                sink.seek(0)
+                text = sink.read().decode("utf-8", "replace")
+                lines.extend(line.strip() for line in text.splitlines() if line.strip())
+    finally:
+        os.close(saved)
+
+
+def _tiff_size(path: Path) -> tuple[int, int] | None:
+    """(ImageWidth, ImageLength) of a TIFF's first directory, or None when they cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            order = "<" if head[:2] == b"II" else ">"
+            fh.seek(struct.unpack(order + "I", head[4:8])[0])
+            count = struct.unpack(order + "H", fh.read(2))[0]
+            entries = fh.read(12 * count)
+    except (OSError, ValueError, struct.error):
+        return None
+    size: dict[int, int] = {}
+    for i in range(0, len(entries) - 11, 12):
+        tag, typ = struct.unpack(order + "HH", entries[i : i + 4])
+        if tag in (256, 257) and typ in (3, 4):  # SHORT or LONG, stored in the entry itself
+            fmt, end = ("H", i + 10) if typ == 3 else ("I", i + 12)
+            size[tag] = struct.unpack(order + fmt, entries[i + 8 : end])[0]
+    return (size[256], size[257]) if len(size) == 2 else None
 
 
 def _needs_cv2(im: Image.Image) -> bool:
@@ -240,7 +306,8 @@ def _read_with_cv2(path: Path, im: Image.Image | None, max_pixels: int | None, m
     import cv2
 
     data = np.fromfile(str(path), dtype=np.uint8)
-    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    with _c_stderr():  # OpenCV logs a failed decode on stderr; the ImageError below says it in one line
+        arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if arr is None:
         raise ImageError(f"{path}: corrupt or unsupported {im.format if im else 'TIFF'} file")
     _check_size(path, arr.shape[1], arr.shape[0], max_pixels, min_size)
@@ -299,7 +366,11 @@ def from_pil(im: Image.Image) -> LoadedImage:
     if _orientation(exif) != 1:
         im = ImageOps.exif_transpose(im)  # a new, upright image; info (ICC) is copied
     mode, bits, alpha, notes = im.mode, 8, None, []
-    frames = getattr(im, "n_frames", 1)
+    try:
+        frames = getattr(im, "n_frames", 1)  # a TIFF parses every directory of its chain to count them
+    except Exception:  # a corrupt later one (TypeError "Missing dimensions", SyntaxError, ...): the first
+        frames = 1  # page decoded fine; return to it, since the failed parse may have changed size and mode
+        im.seek(0)
     if frames > 1:
         notes.append(f"only the first of {frames} frames/pages is restored")
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
