@@ -14,6 +14,7 @@ __all__ = [
     "__version__",
     "apply_mask",
     "attributable_layers",
+    "create_mask_generator",
     "create_model",
     "list_models",
     "load",
@@ -28,6 +29,13 @@ def load_network(path_or_state_dict: Any, prefer_ema: bool = True):
     from ramir.checkpoints import load_network as _load
 
     return _load(path_or_state_dict, prefer_ema=prefer_ema)
+
+
+def create_mask_generator(name: str = "adasam", **kwargs: Any):
+    """A learned pixel-mask generator, e.g. RAM++'s AdaSAM (see :mod:`ramir.adasam`)."""
+    from ramir.adasam import create_mask_generator as _create
+
+    return _create(name, **kwargs)
 
 
 def mac_scores(model, images, **kwargs) -> dict[str, float]:

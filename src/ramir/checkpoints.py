@@ -49,6 +49,8 @@ _EXPECTED_KEYS = {
     "RAM-SwinIR": ("conv_first.weight", "mask_token", "layers.0.residual_group.blocks.0.attn.qkv.weight"),
     "PromptIR": ("patch_embed.proj.weight", "encoder_level1.0.attn.temperature", "prompt1.prompt_param"),
     "NAFNet": ("intro.weight", "encoders.0.0.conv1.weight", "ending.weight"),
+    "RAM-Restormer": ("patch_embed.proj.weight", "encoder_level1.0.attn.temperature",
+                      "reduce_chan_level3.weight"),
 }
 
 StateDict = dict[str, torch.Tensor]
@@ -449,6 +451,41 @@ def _detect_promptir(sd: Mapping[str, torch.Tensor]) -> NetworkSpec:
     return NetworkSpec("promptir", kwargs)
 
 
+def _looks_like_restormer(sd: Mapping[str, torch.Tensor]) -> bool:
+    """PromptIR's keys without any prompt or prompt-fusion module (RAM++'s RAM-Restormer)."""
+    return _looks_like_promptir(sd) and "reduce_chan_level3.weight" in sd and not any(
+        k.startswith(("prompt", "noise_level", "reduce_noise_level")) for k in sd
+    )
+
+
+_RESTORMER_DEFAULTS: dict[str, Any] = dict(
+    inp_channels=3, out_channels=3, dim=48, num_blocks=[4, 6, 6, 8], num_refinement_blocks=4,
+    heads=[1, 2, 4, 8], ffn_expansion_factor=2.66, bias=False, LayerNorm_type="WithBias",
+)
+
+
+def _detect_restormer(sd: Mapping[str, torch.Tensor]) -> NetworkSpec:
+    """RAM-Restormer (``AdaSAM_RestormerWoskip``): the PromptIR reading of shapes, without prompts.
+
+    The published Restormer has the same keys and shapes but adds its input to the output; its
+    weights load here and then run without that skip (keys cannot tell the two apart)."""
+    arch = "RAM-Restormer"
+    dim, inp = _shape(sd, "patch_embed.proj.weight", arch)[:2]
+    levels = ("encoder_level1", "encoder_level2", "encoder_level3", "latent")
+    pairs = sorted({tuple(v.shape[:2]) for k, v in sd.items() if k.endswith(".ffn.project_out.weight")})
+    if not pairs:
+        raise CheckpointError("looks like RAM-Restormer but has no '*.ffn.project_out.weight'")
+    found: dict[str, Any] = dict(
+        inp_channels=inp, out_channels=_shape(sd, "output.weight", arch)[0], dim=dim,
+        num_blocks=[len(_indices(sd, rf"^{name}\.(\d+)\.", arch)) for name in levels],
+        num_refinement_blocks=len(_indices(sd, r"^refinement\.(\d+)\.", arch)),
+        heads=[_shape(sd, f"{name}.0.attn.temperature", arch)[0] for name in levels],
+        ffn_expansion_factor=_expansion_factor(pairs), bias="encoder_level1.0.attn.qkv.bias" in sd,
+        LayerNorm_type="WithBias" if "encoder_level1.0.norm1.body.bias" in sd else "BiasFree",
+    )
+    return NetworkSpec("restormer", {k: v for k, v in found.items() if v != _RESTORMER_DEFAULTS[k]})
+
+
 def _looks_like_nafnet(sd: Mapping[str, torch.Tensor]) -> bool:
     return "intro.weight" in sd and "ending.weight" in sd and any(k.startswith("downs.") for k in sd)
 
@@ -478,13 +515,15 @@ def _detect_nafnet(sd: Mapping[str, torch.Tensor]) -> NetworkSpec:
 
 _DETECTORS = (
     ("swinir", _looks_like_swinir, _detect_swinir),
+    ("restormer", _looks_like_restormer, _detect_restormer),  # before PromptIR, whose keys it shares
     ("promptir", _looks_like_promptir, _detect_promptir),
     ("nafnet", _looks_like_nafnet, _detect_nafnet),
 )
 
 
 def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> NetworkSpec:
-    """Recognise RAM-SwinIR or PromptIR from key names and read its constructor arguments from shapes."""
+    """Recognise RAM-SwinIR, PromptIR, RAM-Restormer or NAFNet from key names; read the constructor
+    arguments from shapes."""
     sd = _strip_prefix(state_dict, "module.")
     for _arch, looks_like, detect in _DETECTORS:
         if looks_like(sd):

@@ -21,6 +21,7 @@ ARCHITECTURES: dict[str, str] = {
     "promptir": "ramir.archs.promptir:PromptIR",
     "nafnet": "ramir.archs.nafnet:NAFNet",
     "routed": "ramir.archs.routed:RoutedNetwork",
+    "restormer": "ramir.archs.restormer:RAMRestormer",
 }
 
 
@@ -70,6 +71,19 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
     ),
 }
 MODEL_CONFIGS["ram-promptir"] = MODEL_CONFIGS["promptir"]
+_RAMPP_PAPER = (
+    "RAM++: Robust Representation Learning via Adaptive Mask for All-in-One Image Restoration, "
+    "arXiv 2509.12039"
+)
+MODEL_CONFIGS["ram-restormer"] = ModelConfig(
+    "restormer", {},
+    "RAM-Restormer, RAM++'s pre-trained network: Restormer without global skip (26.1M parameters)",
+    _RAMPP_PAPER,
+)
+MODEL_CONFIGS["ram-restormer-small"] = ModelConfig(
+    "restormer", dict(dim=16, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1),
+    "A tiny RAM-Restormer for tests (0.8M parameters)", _RAMPP_PAPER,
+)
 MODEL_CONFIGS["nafnet-s"] = ModelConfig(
     "nafnet", dict(width=16, enc_blocks=[1, 1, 2], middle_blocks=2, dec_blocks=[1, 1, 1]),
     "Compact NAFNet-style U-Net: fast on CPU, the default model's network",
