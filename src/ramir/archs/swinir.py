@@ -587,9 +587,11 @@ class SwinTransformerBlock(nn.Module):
         if self.shift_size == 0:
             return None, None
         ws, s = self.window_size, self.shift_size
+        if not _caching_allowed():
+            # tracing / compiling: no cache lookups, and no choice by size either: comparing a symbolic
+            # size with ``input_resolution`` would pin an exported graph to that one size
+            return shifted_window_mask(h, w, ws, s, device, dtype), None
         stored = (h, w) == tuple(self.input_resolution) and self.attn_mask is not None
-        if not _caching_allowed():  # tracing / compiling: no cache lookups
-            return (self.attn_mask if stored else shifted_window_mask(h, w, ws, s, device, dtype)), None
         if straightforward_path_enabled() and not stored:
             return shifted_window_mask(h, w, ws, s, device, dtype), None
         device, inference = torch.device(device), torch.is_inference_mode_enabled()
