@@ -29,13 +29,14 @@ Names of modules and parameters follow the reference so its ``AdaSAM_pretrained.
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from ramir.errors import ConfigError, RamirError
+from ramir.errors import CheckpointError, ConfigError, RamirError
 from ramir.masking import broadcast_mask
 
 __all__ = [
@@ -45,7 +46,10 @@ __all__ = [
     "MaskSample",
     "adaptive_mask_prob_l1_loss",
     "create_mask_generator",
+    "generator_config",
+    "load_mask_generator",
     "masked_counts",
+    "save_mask_generator",
     "sinusoid_table",
 ]
 
@@ -291,3 +295,77 @@ def create_mask_generator(name: str = "adasam", **kwargs: Any) -> nn.Module:
     if name not in MASK_GENERATORS:
         raise KeyError(f"unknown mask generator {name!r}; known: {', '.join(sorted(MASK_GENERATORS))}")
     return MASK_GENERATORS[name](**kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints: ramir's format with arch "adasam", or the reference's AdaSAM_pretrained.pth
+
+
+def generator_config(model: AdaSAM) -> dict[str, Any]:
+    """The constructor keywords that rebuild ``model``: what its checkpoint records."""
+    return {
+        "img_size": model.img_size,
+        "patch_size": model.patch_size,
+        "in_chans": model.in_chans,
+        "embed_dim": model.patch_embed.proj.out_channels,
+        "mask_ratio": model.mask_ratio,
+        "use_learnable_pos_emb": isinstance(model.pos_embed_probs, nn.Parameter),
+    }
+
+
+def save_mask_generator(
+    path: Any,
+    model: AdaSAM,
+    *,
+    ema_state_dict: dict[str, torch.Tensor] | None = None,
+    stage: str = "",
+    metadata: dict[str, Any] | None = None,
+) -> None:
+    """Write ``model`` in ramir's checkpoint format (arch ``adasam`` and its keywords in the header):
+    the raw weights under ``params``, which RAM++'s MAC loads (RAMPP_SPEC §b), the EMA under
+    ``params_ema``."""
+    from ramir.archs import NetworkSpec
+    from ramir.checkpoints import save_checkpoint
+
+    save_checkpoint(path, model, spec=NetworkSpec("adasam", generator_config(model)), stage=stage,
+                    ema_state_dict=ema_state_dict, metadata=metadata)
+
+
+def _detect_config(state_dict: dict[str, torch.Tensor], where: str) -> dict[str, Any]:
+    """Keywords of a file without recorded ones (the reference's ``.pth``) from its shapes. The mask ratio
+    is not in the weights: RAM++'s 0.5 is assumed (MAC uses the probabilities only). Sinusoid positions
+    are a buffer in the state dict too; they are recognised by their values."""
+    if "patch_embed.proj.weight" not in state_dict or "pos_embed_probs" not in state_dict:
+        raise CheckpointError(f"{where} is not an AdaSAM mask generator (no patch_embed.proj.weight / "
+                              "pos_embed_probs)")
+    dim, chans, patch, _ = state_dict["patch_embed.proj.weight"].shape
+    positions = state_dict["pos_embed_probs"].shape[1]
+    grid = math.isqrt(positions)
+    if grid * grid != positions:
+        raise CheckpointError(f"{where}: {positions} position embeddings are not a square grid of patches")
+    fixed = torch.equal(state_dict["pos_embed_probs"].float().cpu(), sinusoid_table(positions, dim))
+    return {"img_size": grid * patch, "patch_size": patch, "in_chans": chans, "embed_dim": dim,
+            "use_learnable_pos_emb": not fixed}
+
+
+def load_mask_generator(
+    path: Any, *, prefer_ema: bool = False, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """A trained generator in eval mode, from ramir's ``*.generator.safetensors`` (written by
+    ``stage: pretrain_adasam``) or the reference's ``AdaSAM_pretrained.pth``. The raw weights by default,
+    as RAM++'s MAC loads them (key ``params``); ``prefer_ema`` takes the EMA when the file has one."""
+    from ramir.checkpoints import load_checkpoint, load_state_dict_strict
+
+    ckpt = load_checkpoint(path, prefer_ema=prefer_ema)
+    if ckpt.spec is not None and ckpt.spec.arch not in MASK_GENERATORS:
+        raise CheckpointError(f"{path} holds a {ckpt.spec.arch} network, not a mask generator")
+    if ckpt.spec is not None:
+        name, kwargs = ckpt.spec.arch, dict(ckpt.spec.kwargs)
+    else:
+        name, kwargs = "adasam", _detect_config(ckpt.state_dict, str(path))
+    try:
+        model = create_mask_generator(name, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"cannot build {name} with the keywords of {path} ({kwargs}): {exc}") from None
+    load_state_dict_strict(model, ckpt.state_dict, f"{name} mask generator")
+    return model.to(device).eval()

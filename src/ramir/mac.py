@@ -26,6 +26,10 @@ What is executed is what the reference implementation does (RAM_SPEC §3, fixtur
                                                              *current* (right) end of each step
     score_l = mean(|cond_l|) per image, summed over images; layers are ranked by descending score.
 
+perm, the order in which pixels are revealed, is a random permutation in RAM. RAM++ (RAMPP_SPEC §d,
+``order="adasam"``) takes ``argsort(p_full)`` of its trained AdaSAM generator instead: the pixels it
+would least like to mask first, the hardest ones last (:func:`adasam_order`). Nothing else changes.
+
 F is not a loss against a ground truth: it is the summed gradient magnitude of the restored image, so
 MAC measures how much each layer contributes to the structure that appears as pixels are revealed.
 
@@ -58,8 +62,10 @@ from ramir.fileio import atomic_path
 from ramir.layers import attributable_layers
 
 __all__ = [
+    "ORDERS",
     "LinearPathConductance",
     "MaskAttributeConductance",
+    "adasam_order",
     "gradient_magnitude",
     "gradient_magnitude_objective",
     "integrated_gradients_scores",
@@ -76,6 +82,7 @@ __all__ = [
 ]
 
 RANKING_FORMAT = "ramir-layer-ranking"
+ORDERS = ("random", "adasam")  # how the mask path orders the pixels it reveals
 
 # --------------------------------------------------------------------------------------------------
 # The path (Eq. 6-8) and the attributed scalar F: small pure functions
@@ -376,12 +383,43 @@ def _linear_path(x: torch.Tensor, steps: int) -> PathInputs:
     return inputs
 
 
+def adasam_order(mask_generator: nn.Module, image: torch.Tensor) -> torch.Tensor:
+    """RAM++'s pixel order for the mask path (RAMPP_SPEC §d): the pixels of one (1, C, S, S) image by
+    ascending mask probability (row-major indices, a (S*S,) long tensor on the CPU).
+
+    :func:`soft_mask` reveals ``perm[0]`` first, so the pixels the generator would least like to mask
+    come first and those it finds hardest to restore last, where the path ends. torch's default
+    (unstable) argsort, as the reference: all P x P pixels of a patch tie, and their order is the sort's
+    (the same as the reference's on the CPU; a GPU sort orders ties differently). The generator runs in
+    eval mode (no dropout), and no mask is drawn, so no RNG is consumed.
+    """
+    if image.dim() != 4 or image.shape[0] != 1:
+        raise ValueError(f"adasam_order takes one (1, C, H, W) image, got shape {tuple(image.shape)}")
+    dtype, device = _model_dtype_device(mask_generator)
+    with _AnalysisMode(mask_generator), torch.no_grad():
+        x = image.detach().to(device=device, dtype=dtype)
+        probs = mask_generator.pixel_probabilities(mask_generator.patch_probabilities(x))
+    return torch.argsort(probs.flatten()).cpu()
+
+
 def _draw_permutations(
     images: torch.Tensor,
     permutations: Sequence[torch.Tensor] | None,
     generator: torch.Generator | None,
+    order: str = "random",
+    mask_generator: nn.Module | None = None,
 ) -> list[torch.Tensor]:
     n, _, h, w = images.shape
+    if order not in ORDERS:
+        raise ValueError(f"unknown pixel order {order!r}; use one of {', '.join(ORDERS)}")
+    if order == "adasam":
+        if mask_generator is None:
+            raise ValueError("order='adasam' needs the trained mask generator: mask_generator=...")
+        if permutations is not None:
+            raise ValueError("give either permutations or order='adasam', not both")
+        return [adasam_order(mask_generator, images[i : i + 1]) for i in range(n)]
+    if mask_generator is not None:
+        raise ValueError("mask_generator orders the pixels only with order='adasam'")
     if permutations is None:
         if generator is None:
             generator = torch.Generator().manual_seed(0)
@@ -446,17 +484,21 @@ class MaskAttributeConductance(_ConductanceBase):
         permutations: Sequence[torch.Tensor] | None = None,
         batch_steps: int | None = None,
         generator: torch.Generator | None = None,
+        order: str = "random",
+        mask_generator: nn.Module | None = None,
     ) -> dict[str, float]:
         """Scores for ImageNet-normalised images (N, 3, H, W); one pixel order per image.
 
         ``permutations`` fixes the pixel order of each image ((H*W,) long tensors); otherwise each is
-        drawn with ``torch.randperm`` from ``generator`` (default: seeded with 0).
+        drawn with ``torch.randperm`` from ``generator`` (default: seeded with 0), or, with
+        ``order="adasam"``, is RAM++'s order from the trained ``mask_generator`` (:func:`adasam_order`;
+        the images must then be its ``img_size``).
         """
         if not sharpness > 0:
             raise ValueError(f"sharpness must be > 0, got {sharpness}")
         images = _prepare_images(self.model, images)
         alphas = path_alphas(steps, ratio)
-        perms = _draw_permutations(images, permutations, generator)
+        perms = _draw_permutations(images, permutations, generator, order, mask_generator)
         paths = (
             (_mask_path(images[i : i + 1], perms[i], alphas, sharpness), steps) for i in range(len(perms))
         )
@@ -525,8 +567,12 @@ def mac_scores(
     permutations: Sequence[torch.Tensor] | None = None,
     batch_steps: int | None = None,
     generator: torch.Generator | None = None,
+    order: str = "random",
+    mask_generator: nn.Module | None = None,
 ) -> dict[str, float]:
-    """MAC score of every attributable layer, summed over the (normalised) images; see the module doc."""
+    """MAC score of every attributable layer, summed over the (normalised) images; see the module doc.
+
+    ``order="adasam", mask_generator=G`` is RAM++'s MAC: pixels revealed in G's order, not at random."""
     return MaskAttributeConductance(model).attribute(
         images,
         steps=steps,
@@ -535,6 +581,8 @@ def mac_scores(
         permutations=permutations,
         batch_steps=batch_steps,
         generator=generator,
+        order=order,
+        mask_generator=mask_generator,
     )
 
 

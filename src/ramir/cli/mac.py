@@ -4,6 +4,10 @@ Stage 2 of RAM (RAM_SPEC §3). Images come from a folder or glob (centre crops o
 ``--config``, from a recipe's training sources (``--per-source`` degraded crops of each, as the paper's
 10 per degradation type). Writes the ranking JSON that ``ramir finetune --ranking`` reads, and
 optionally a heat map of the scores.
+
+``--order adasam --generator CKPT`` is RAM++'s MAC (RAMPP_SPEC §d): the path reveals the pixels in the
+order of the trained AdaSAM generator (``final.generator.safetensors`` of ``stage: pretrain_adasam``, or
+the reference's ``AdaSAM_pretrained.pth``) instead of a random one; crops must be its img_size (128).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch
 from ramir.errors import ConfigError, DataError, ImageError
 
 METHODS = ("mac", "ig", "random")
+ORDERS = ("random", "adasam")  # = ramir.mac.ORDERS (imported lazily, in run)
 
 
 def _image_paths(spec: str) -> list[Path]:
@@ -140,8 +145,21 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give the images to analyse: --images DIR_OR_GLOB or --config RECIPE")
     if args.images and args.config:
         raise ConfigError("use either --images or --config, not both")
+    if args.order == "adasam" and (args.method != "mac" or not args.generator):
+        raise ConfigError("--order adasam is a MAC path order (--method mac) and needs the trained mask "
+                          "generator: --generator CKPT")
+    if args.generator and args.order != "adasam":
+        raise ConfigError("--generator orders the pixels with --order adasam only")
 
     device = _device(args.device)
+    mask_generator = None
+    if args.order == "adasam":
+        from ramir.adasam import load_mask_generator
+
+        mask_generator = load_mask_generator(args.generator, prefer_ema=args.ema, device=device)
+        size = getattr(mask_generator, "img_size", args.size)
+        if size != args.size:
+            raise ConfigError(f"the mask generator scores exactly {size}x{size} images: use --size {size}")
     model = load_network(args.checkpoint, prefer_ema=args.ema).to(device)
     settings: dict = {"method": args.method, "seed": args.seed, "checkpoint": str(args.checkpoint),
                       "weights": "ema" if args.ema else "raw"}
@@ -168,11 +186,14 @@ def run(args: argparse.Namespace) -> int:
         with tqdm(total=len(images) * points, unit="step", desc=args.method.upper(), file=sys.stderr,
                   disable=args.quiet) as bar:
             if args.method == "mac":
-                settings.update(ratio=args.ratio, sharpness=args.sharpness)
+                settings.update(ratio=args.ratio, sharpness=args.sharpness, order=args.order)
+                if mask_generator is not None:
+                    settings["generator"] = str(args.generator)
                 analysis = MaskAttributeConductance(model, progress=bar.update)
                 scores = analysis.attribute(
                     images, steps=args.steps, ratio=args.ratio, sharpness=args.sharpness,
                     batch_steps=batch_steps, generator=torch.Generator().manual_seed(args.seed),
+                    order=args.order, mask_generator=mask_generator,
                 )
             else:
                 analysis = LinearPathConductance(model, progress=bar.update)
@@ -211,6 +232,12 @@ def register(subparsers) -> None:
                         "the free memory allows (auto)")
     parser.add_argument("--method", choices=METHODS, default="mac",
                         help="mac, or a baseline of the paper: ig (linear path), random")
+    parser.add_argument("--order", choices=ORDERS, default="random",
+                        help="the order in which the mask path reveals pixels: random (RAM) or adasam "
+                        "(RAM++: the trained generator's, least likely masked first; needs --generator)")
+    parser.add_argument("--generator", metavar="CKPT",
+                        help="trained AdaSAM mask generator for --order adasam (its raw weights, or the "
+                        "EMA with --ema)")
     parser.add_argument("--out", "-o", default="ranking.json", help="ranking JSON to write (ranking.json)")
     parser.add_argument("--heatmap", metavar="PNG", help="also draw the scores as a heat map")
     parser.add_argument("--seed", type=int, default=0, help="pixel orders / image choice / random scores (0)")

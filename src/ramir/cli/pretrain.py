@@ -1,5 +1,7 @@
 """``ramir pretrain CONFIG``: masked-image-modelling pre-training from a YAML recipe (RAM_SPEC §2, §5).
 
+``stage: pretrain_adasam`` recipes train RAM++'s mask generator beside the network (RAMPP_SPEC §b).
+
 Runs on one process as it is, or on N GPUs under ``torchrun --nproc_per_node=N -m ramir pretrain ...``.
 A rerun of the same command resumes from the newest complete state in the output directory.
 """
@@ -33,6 +35,7 @@ def run_stage(args: argparse.Namespace, stage: str, set_values: dict[str, Any]) 
     """Load the recipe, apply ``--set`` then the dedicated options (``set_values``: dotted key -> value,
     set as they are, not parsed as YAML), and train."""
     from ramir.training import load_recipe, train
+    from ramir.training.config import PRETRAIN_STAGES
 
     values = dict(set_values)
     if args.threads is not None:
@@ -47,12 +50,17 @@ def run_stage(args: argparse.Namespace, stage: str, set_values: dict[str, Any]) 
             target = getattr(target, part)
         setattr(target, last, value)
     recipe.validate()
-    if recipe.stage != stage:
-        raise ValueError(f"{args.config} is a {recipe.stage} recipe; use `ramir {recipe.stage}`")
+    if recipe.stage not in (PRETRAIN_STAGES if stage == "pretrain" else (stage,)):
+        command = "pretrain" if recipe.stage in PRETRAIN_STAGES else recipe.stage
+        raise ValueError(f"{args.config} is a {recipe.stage} recipe; use `ramir {command}`")
     resume = args.resume if args.resume in ("auto", "required", "never") else Path(args.resume)
     result = train(recipe, resume=resume, progress=not args.no_progress)
     if result.final is not None:
         print(f"{stage}: {result.iteration} iterations; weights: {result.final}")
+        if recipe.stage == "pretrain_adasam":
+            from ramir.training.adasam_stage import joint_weights_path
+
+            print(f"{stage}: mask generator: {joint_weights_path(result.final)}")
         return 0
     if result.interrupted:
         print(f"{stage}: stopped at iteration {result.iteration}; the state is saved in "

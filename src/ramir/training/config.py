@@ -25,7 +25,8 @@ import yaml
 from ramir.errors import ConfigError
 from ramir.training.losses import LOSSES
 
-STAGES = ("pretrain", "finetune")
+STAGES = ("pretrain", "pretrain_adasam", "finetune")
+PRETRAIN_STAGES = ("pretrain", "pretrain_adasam")  # what ``ramir pretrain`` runs
 AMP_MODES = ("none", "bf16", "fp16")
 
 
@@ -40,11 +41,20 @@ class ModelSection:
 @dataclass
 class MaskSection:
     """Pre-training masks (RAM_SPEC §2): ratio of masked pixels, square patch side, one mask per
-    iteration shared by the batch (reference) or one per sample."""
+    iteration shared by the batch (reference) or one per sample.
+
+    ``stage: pretrain_adasam`` (RAM++, RAMPP_SPEC §b) draws them from a learned ``generator`` trained
+    beside the network: ``generator_args`` are its constructor keywords (``ratio`` is its mask_ratio),
+    ``lr`` its Adam rate (betas, weight decay, warm-up and cosine as the network's), ``prob_weight``
+    the weight of its loss L_prob."""
 
     ratio: float = 0.5
     patch: int = 1
     per_sample: bool = False
+    generator: str | None = None
+    generator_args: dict[str, Any] = field(default_factory=dict)
+    lr: float = 1e-6
+    prob_weight: float = 1e-4
 
 
 @dataclass
@@ -138,6 +148,7 @@ class Recipe:
             raise ConfigError("the recipe needs 'model' (a network name) or 'init_from' (a checkpoint)")
         if not 0.0 <= self.mask.ratio <= 1.0:
             raise ConfigError(f"mask.ratio must be in [0, 1], got {self.mask.ratio}")
+        self._validate_generator()
         if not 0.0 < self.finetune.ratio <= 1.0:
             raise ConfigError(f"finetune.ratio must be in (0, 1], got {self.finetune.ratio}")
         if len(self.optim.betas) != 2:
@@ -170,6 +181,43 @@ class Recipe:
         if self.data and not isinstance(self.data.get("train"), dict):
             raise ConfigError("data needs a 'train' section (a mapping given to ramir.data.build_dataset)")
         return self
+
+    def _validate_generator(self) -> None:
+        """The learned-mask settings: only with ``stage: pretrain_adasam``, which needs them; the
+        generator is built on the meta device, so a bad keyword fails here, before any data loads."""
+        m = self.mask
+        if (self.stage == "pretrain_adasam") != (m.generator is not None):
+            raise ConfigError("stage pretrain_adasam trains a mask generator: set mask.generator (adasam)"
+                              if m.generator is None else
+                              f"mask.generator trains a generator jointly: use stage: pretrain_adasam, "
+                              f"not {self.stage}")
+        if m.generator is None:
+            return
+        import torch
+
+        from ramir.adasam import MASK_GENERATORS, create_mask_generator
+
+        _choice("mask.generator", m.generator, tuple(sorted(MASK_GENERATORS)))
+        if "mask_ratio" in m.generator_args:
+            raise ConfigError("set the generator's mask ratio as mask.ratio, "
+                              "not mask.generator_args.mask_ratio")
+        if m.patch != 1 or m.per_sample:
+            raise ConfigError("mask.patch and mask.per_sample are for random masks; a generator draws its "
+                              "own pixels (its scoring patch is mask.generator_args.patch_size)")
+        for key, value in (("mask.lr", m.lr), ("mask.prob_weight", m.prob_weight)):
+            if value < 0:
+                raise ConfigError(f"{key} must be >= 0, got {value}")
+        try:
+            with torch.device("meta"):
+                generator = create_mask_generator(m.generator, mask_ratio=m.ratio, **m.generator_args)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"mask.generator_args: {str(exc).splitlines()[0]}") from None
+        train = self.data.get("train")
+        crop = train.get("patch_size") if isinstance(train, dict) else None
+        size = getattr(generator, "img_size", None)
+        if crop is not None and size is not None and crop != size:
+            raise ConfigError(f"data.train.patch_size ({crop}) must equal the generator's img_size ({size}): "
+                              f"it scores exactly {size}x{size} crops (set mask.generator_args.img_size)")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

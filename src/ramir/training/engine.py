@@ -9,6 +9,10 @@ everything else, in BasicSR's spirit but with typed settings (:mod:`ramir.traini
   state is written last, so its presence marks a complete checkpoint; the last ``keep_last`` are kept;
 * ``final.safetensors`` (raw + EMA) when the schedule is done; ``log.jsonl`` (and TensorBoard when it
   is installed) with the loss, learning rate and validation PSNR;
+* a second network a stage trains beside the first (its ``joint``: RAM++'s mask generator,
+  :mod:`ramir.training.adasam_stage`) gets the same treatment: its own optimiser, schedule and EMA,
+  stepped with the network's, its weights in ``<checkpoint>.generator.safetensors`` beside each file
+  above and its optimiser and EMA in the same state;
 * resume (automatic by default) from the newest complete state: the data order, item randomness,
   masks and drop-path are functions of (seed, position) (:mod:`ramir.training.sampling`), so a run
   stopped after N steps and resumed ends with the same weights as an uninterrupted one;
@@ -113,6 +117,10 @@ def build_stage(recipe: Recipe, model: nn.Module) -> Stage:
     if recipe.stage == "pretrain":
         m = recipe.mask
         return PretrainStage(m.ratio, m.patch, m.per_sample, seed=recipe.train.seed, loss=recipe.loss)
+    if recipe.stage == "pretrain_adasam":
+        from ramir.training.adasam_stage import AdaSAMPretrainStage
+
+        return AdaSAMPretrainStage.from_recipe(recipe)
     check_inputs(recipe, model=False)
     ft = recipe.finetune
     if tunes_everything(recipe):
@@ -261,6 +269,8 @@ class Trainer:
         self.train_set, self.val_set = train_set, val_set
         self.data = EpochSeededDataset(train_set, cfg.seed)
         self.stage = stage if stage is not None else build_stage(recipe, model)
+        # a network the stage trains beside this one (RAM++'s generator): stepped, averaged, saved here
+        self.joint = getattr(self.stage, "joint", None)
 
         # Freeze on the bare network, before DDP, so both see the same trainable set (RAM_SPEC §9).
         self.stage.prepare(model)
@@ -272,6 +282,8 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed patch sizes: let cuDNN pick its fastest kernels
         self.unused = self._freeze_unused(model)
+        if self.joint is not None:
+            self.joint.setup(self.device, self.env, normalize(self.data[0]["lq"][None]))
         self.model = model
         self.trainable = [n for n, p in model.named_parameters() if p.requires_grad]
         if not self.trainable:
@@ -290,6 +302,8 @@ class Trainer:
         self.resumed_from: Path | None = None
         self._resume(resume)
         self.net = distributed.wrap(model, self.env, self.device)
+        if self.joint is not None:
+            self.joint.wrap(self.env, self.device)
         self._eager_net: nn.Module | None = None
         self._compile_checked = False
         if cfg.compile:
@@ -364,7 +378,8 @@ class Trainer:
         sources = (self.recipe.data.get("train") or {}).get("sources") or []
         return {
             "schedule": {"iterations": sched.iterations, "warmup": sched.warmup, "eta_min": sched.eta_min,
-                         "lr": self.recipe.optim.lr},
+                         "lr": self.recipe.optim.lr,
+                         **({f"{self.joint.name}_lr": self.joint.lr} if self.joint is not None else {})},
             "mix": [[str(src.get("name", "")), float(src.get("weight", 1.0))]
                     for src in sources if isinstance(src, dict)],
         }
@@ -403,6 +418,8 @@ class Trainer:
                           f"{global_batch}: the data order will not continue exactly", stacklevel=2)
         weights = load_checkpoint(path.with_suffix(".safetensors"))
         self.model.load_state_dict(weights.raw_state_dict)
+        if self.joint is not None:
+            self.joint.load(path.with_suffix(".safetensors"), state.get("joint"), path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
@@ -430,6 +447,8 @@ class Trainer:
         save_checkpoint(path, self.model, stage=self.stage.name,
                         ema_state_dict=self.ema.state_dict() if self.ema is not None else None,
                         metadata=self._metadata())
+        if self.joint is not None:
+            self.joint.save_weights(path, stage=self.stage.name, metadata=self._metadata())
 
     def save_state(self) -> Path | None:
         """Write ``ckpt/iter_N.safetensors`` then ``ckpt/iter_N.state`` (rank 0); prune old ones."""
@@ -448,6 +467,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "joint": self.joint.state_dict() if self.joint is not None else None,
             "rng": _rng_state(),
             "train_time": self.train_time,
             "world_size": self.env.world_size,
@@ -461,6 +481,8 @@ class Trainer:
             for _, old in list_states(self.output_dir)[:-keep]:
                 old.unlink(missing_ok=True)
                 old.with_suffix(".safetensors").unlink(missing_ok=True)
+                if self.joint is not None:
+                    self.joint.weights_path(old.with_suffix(".safetensors")).unlink(missing_ok=True)
         return stem.with_suffix(".state")
 
     # -- logging ------------------------------------------------------------------------------------
@@ -537,6 +559,8 @@ class Trainer:
         step, cfg = self.iteration, self.recipe.train
         torch.manual_seed(derive_seed(cfg.seed, "step", step, self.env.rank))  # drop-path etc.
         self.scheduler.apply(step)
+        if self.joint is not None:
+            self.joint.apply_lr(step)
         lq = batch["lq"].to(self.device, non_blocking=True)
         gt = batch["gt"].to(self.device, non_blocking=True)
         if cfg.channels_last:
@@ -558,13 +582,23 @@ class Trainer:
                 self.scaler.unscale_(self.optimizer)
             params = [p for p in self.model.parameters() if p.requires_grad]
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            if self.joint is not None:  # each network's norm clipped on its own
+                if self.scaler is not None:
+                    self.scaler.unscale_(self.joint.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.joint.parameters(), cfg.grad_clip)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
+            if self.joint is not None:
+                self.joint.step(self.scaler)
             self.scaler.update()
         else:
             self.optimizer.step()
+            if self.joint is not None:
+                self.joint.step()
         if self.ema is not None:
             self.ema.update(self.model)
+        if self.joint is not None:
+            self.joint.update_ema()
         return loss.detach()
 
     def _loss_and_backward(self, lq: torch.Tensor, gt: torch.Tensor, step: int) -> torch.Tensor:
@@ -575,6 +609,8 @@ class Trainer:
         with autocast:
             loss = self.stage.loss(self.net, lq, gt, step, self.env.rank, self.env.world_size)
         self.optimizer.zero_grad(set_to_none=True)
+        if self.joint is not None:
+            self.joint.zero_grad()
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         return loss
 

@@ -7,6 +7,9 @@ space, as the reference does: images arrive in [0, 1] and are normalised here.
 * :class:`PretrainStage` (RAM_SPEC §2): a fresh pixel mask every step, masked pixels set to 0 (the mean
   colour), L1 counted on the masked pixels only; validated with twin masks (paper Fig. 4).
 * :class:`FinetuneStage` (RAM_SPEC §4): whole images, plain L1, only the MAC-selected layers trainable.
+
+RAM++'s pre-training, with masks from a generator trained jointly, is
+:class:`~ramir.training.adasam_stage.AdaSAMPretrainStage` (RAMPP_SPEC §b).
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from ramir.training.sampling import derive_seed
 
 
 class Stage(Protocol):
+    """What the trainer needs of a stage. A stage may also carry ``joint``, a second network it trains
+    beside this one (:class:`~ramir.training.adasam_stage.JointNetwork`, RAM++'s mask generator)."""
+
     name: str
 
     def prepare(self, model: nn.Module) -> list[str]:
