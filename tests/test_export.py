@@ -66,6 +66,14 @@ def test_dynamic_export_of_transformers(tmp_path, name, kw):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.onnx"]
 
 
+def test_a_graph_that_fails_its_check_is_not_left_behind(tmp_path, monkeypatch):
+    net = _randomised("nafnet-s")
+    monkeypatch.setattr("ramir.export.verify_onnx", lambda *a, **k: 1.0)
+    with pytest.raises(RamirError, match="not trusted"):
+        export_onnx(net, tmp_path / "bad.onnx", tile=32)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_tile_must_match_the_window(tmp_path):
     net = _randomised("nafnet-s")
     with pytest.raises(RamirError, match="multiple"):

@@ -77,9 +77,15 @@ def export_onnx(
         finally:
             _remove_sidecar(tmp)
     sizes = [(tile, tile)] + ([(multiple * 3, multiple * 5)] if dynamic else [])
-    diff = verify_onnx(path, network, sizes) if verify else None
-    if diff is not None and diff > tolerance:
-        raise RamirError(f"ONNX output differs from PyTorch by {diff:.2e} (> {tolerance:.0e}); not trusted")
+    try:
+        diff = verify_onnx(path, network, sizes) if verify else None
+        if diff is not None and diff > tolerance:
+            raise RamirError(
+                f"ONNX output differs from PyTorch by {diff:.2e} (> {tolerance:.0e}); not trusted"
+            )
+    except BaseException:
+        path.unlink(missing_ok=True)  # a graph that fails its check is not left where a user would use it
+        raise
     return ExportReport(path, None if dynamic else tile, dynamic, diff, sizes)
 
 
