@@ -10,6 +10,8 @@ from ramir.archs import MODEL_CONFIGS, network_spec
 
 # the full-size reference configs are covered by their own equivalence tests
 HEAVY = {"ram-swinir", "promptir", "ram-promptir", "promptir-small"}
+# RAM++'s RFR networks need a DINOv2 backbone (a download): tests/test_rfr.py runs them on a tiny one
+HEAVY |= {name for name in MODEL_CONFIGS if MODEL_CONFIGS[name].arch == "rfr"}
 LIGHT = [n for n in ramir.list_models() if n not in HEAVY]
 
 

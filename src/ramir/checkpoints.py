@@ -51,6 +51,7 @@ _EXPECTED_KEYS = {
     "NAFNet": ("intro.weight", "encoders.0.0.conv1.weight", "ending.weight"),
     "RAM-Restormer": ("patch_embed.proj.weight", "encoder_level1.0.attn.temperature",
                       "reduce_chan_level3.weight"),
+    "RAM++ RFR": ("dr_adaptation1.adaptation.0.weight", "dino_fusion_deep.temperature"),
 }
 
 StateDict = dict[str, torch.Tensor]
@@ -455,7 +456,36 @@ def _looks_like_restormer(sd: Mapping[str, torch.Tensor]) -> bool:
     """PromptIR's keys without any prompt or prompt-fusion module (RAM++'s RAM-Restormer)."""
     return _looks_like_promptir(sd) and "reduce_chan_level3.weight" in sd and not any(
         k.startswith(("prompt", "noise_level", "reduce_noise_level")) for k in sd
-    )
+    ) and not _looks_like_rfr(sd)
+
+
+def _looks_like_rfr(sd: Mapping[str, torch.Tensor]) -> bool:
+    """RAM++'s RFR: RAM-Restormer's keys plus the DINOv2 fusion modules."""
+    return "dino_fusion_deep.temperature" in sd and "dr_adaptation1.adaptation.0.weight" in sd
+
+
+# DINOv2 width -> (hub name, depth): which backbone an RFR checkpoint was made for, as the weights only
+# tell the width; RAMIR_DINOV2 or --dino overrides the name.
+_DINOV2_BY_WIDTH = {384: ("facebook/dinov2-small", 12), 768: ("facebook/dinov2-base", 12),
+                    1024: ("facebook/dinov2-large", 24), 1536: ("facebook/dinov2-giant", 40)}
+
+
+def _detect_rfr(sd: Mapping[str, torch.Tensor]) -> NetworkSpec:
+    """RFR: the RAM-Restormer reading of the shared keys, the DINOv2 width from the adapter."""
+    from ramir.archs.rfr import RFR_PREFIXES, default_dino_layers
+
+    base = _detect_restormer({k: v for k, v in sd.items() if not k.startswith(RFR_PREFIXES)})
+    dino_dim = _shape(sd, "dr_adaptation1.adaptation.0.weight", "RFR")[1]
+    if dino_dim not in _DINOV2_BY_WIDTH:
+        raise CheckpointError(f"RFR checkpoint for a {dino_dim}-wide backbone: not a DINOv2 width "
+                              f"({', '.join(map(str, _DINOV2_BY_WIDTH))})")
+    name, depth = _DINOV2_BY_WIDTH[dino_dim]
+    kwargs = dict(base.kwargs, dino_model=name, dino_dim=dino_dim,
+                  dino_layers=list(default_dino_layers(depth)))
+    gate_hidden = _shape(sd, "dino_fusion_deep.gate_network.2.weight", "RFR")[0]
+    if gate_hidden != 512:
+        kwargs["gate_hidden"] = gate_hidden
+    return NetworkSpec("rfr", kwargs)
 
 
 _RESTORMER_DEFAULTS: dict[str, Any] = dict(
@@ -515,6 +545,7 @@ def _detect_nafnet(sd: Mapping[str, torch.Tensor]) -> NetworkSpec:
 
 _DETECTORS = (
     ("swinir", _looks_like_swinir, _detect_swinir),
+    ("rfr", _looks_like_rfr, _detect_rfr),
     ("restormer", _looks_like_restormer, _detect_restormer),  # before PromptIR, whose keys it shares
     ("promptir", _looks_like_promptir, _detect_promptir),
     ("nafnet", _looks_like_nafnet, _detect_nafnet),

@@ -675,8 +675,14 @@ def _load_checkpoint_network(path: Path, device: torch.device) -> nn.Module:
     from ramir.checkpoints import load_network
 
     if "device" in inspect.signature(load_network).parameters:
-        return load_network(path, prefer_ema=True, device=device)
-    return load_network(path, prefer_ema=True).to(device)
+        network = load_network(path, prefer_ema=True, device=device)
+    else:
+        network = load_network(path, prefer_ema=True).to(device)
+    from ramir.archs.rfr import RestormerRFR
+
+    if isinstance(network, RestormerRFR):
+        _ = network.backbone  # RAM++ RFR: load DINOv2 now, so a missing backbone fails once, not per image
+    return network
 
 
 def load(

@@ -22,6 +22,7 @@ ARCHITECTURES: dict[str, str] = {
     "nafnet": "ramir.archs.nafnet:NAFNet",
     "routed": "ramir.archs.routed:RoutedNetwork",
     "restormer": "ramir.archs.restormer:RAMRestormer",
+    "rfr": "ramir.archs.rfr:RestormerRFR",
 }
 
 
@@ -83,6 +84,25 @@ MODEL_CONFIGS["ram-restormer"] = ModelConfig(
 MODEL_CONFIGS["ram-restormer-small"] = ModelConfig(
     "restormer", dict(dim=16, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1),
     "A tiny RAM-Restormer for tests (0.8M parameters)", _RAMPP_PAPER,
+)
+_GIANT = dict(dino_model="facebook/dinov2-giant", dino_dim=1536, dino_layers=[7, 15, 20, 22, 33, 39])
+_DINO_S = dict(dino_model="facebook/dinov2-small", dino_dim=384, dino_layers=[2, 4, 6, 7, 10, 12])
+MODEL_CONFIGS["ram-rfr"] = ModelConfig(
+    "rfr", dict(_GIANT),
+    "RAM++'s fine-tuned network: RAM-Restormer + gated DINOv2-giant fusion (81.8M + frozen 1.1B; "
+    "pip install 'ramir[dino]')", _RAMPP_PAPER,
+)
+MODEL_CONFIGS["ram-rfr-small"] = ModelConfig(
+    "rfr", dict(num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, **_GIANT),
+    "RFR with one block per level, DINOv2-giant (62.6M + frozen 1.1B)", _RAMPP_PAPER,
+)
+MODEL_CONFIGS["ram-rfr-dinos"] = ModelConfig(
+    "rfr", dict(_DINO_S),
+    "RFR on DINOv2-small: the full RAM-Restormer, a CPU-sized backbone (36.2M + frozen 22M)", _RAMPP_PAPER,
+)
+MODEL_CONFIGS["ram-rfr-tiny"] = ModelConfig(
+    "rfr", dict(dim=16, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, **_DINO_S),
+    "ram-restormer-small + DINOv2-small fusion, for CPU recipes and tests (5.1M + frozen 22M)", _RAMPP_PAPER,
 )
 MODEL_CONFIGS["nafnet-s"] = ModelConfig(
     "nafnet", dict(width=16, enc_blocks=[1, 1, 2], middle_blocks=2, dec_blocks=[1, 1, 1]),

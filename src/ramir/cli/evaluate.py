@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ramir.cli import memory_size, tile_size
@@ -63,6 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="[LABEL=]PATH",
         help="a checkpoint to evaluate (repeatable); the label defaults to the file stem",
     )
+    p.add_argument("--dino", metavar="FOLDER|HUB_NAME", default=None,
+                   help="DINOv2 backbone of RAM++ RFR checkpoints: a local folder or a hub name (default: "
+                        "$RAMIR_DINOV2, else the name recorded in the checkpoint)")
     p.add_argument(
         "--baseline",
         action="append",
@@ -108,6 +112,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ramir import evaluation as ev
 
+    if args.dino:
+        os.environ["RAMIR_DINOV2"] = args.dino  # read where an RFR network loads its backbone
     if args.max_images is not None and args.max_images < 1:
         raise ConfigError("--max-images must be at least 1")
     tile = args.tile

@@ -77,6 +77,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="descend into sub-folders (and let ** match folders in globs)")
     p.add_argument("--model", metavar="NAME|PATH", default=None,
                    help="checkpoint file (ramir .safetensors or reference .pth); default: the embedded model")
+    p.add_argument("--dino", metavar="FOLDER|HUB_NAME", default=None,
+                   help="DINOv2 backbone of RAM++ RFR checkpoints: a local folder or a hub name (default: "
+                        "$RAMIR_DINOV2, else the name recorded in the checkpoint)")
     p.add_argument("--tile", type=tile_size, default="auto", metavar="SIZE|auto",
                    help="tile size in pixels, 0 for whole images, or auto (default): the largest tiles "
                         "that keep the restore within --max-memory")
@@ -243,6 +246,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.suffix and (os.sep in args.suffix or "/" in args.suffix):
         raise RamirError(f"--suffix must not contain a path separator: {args.suffix!r}")
+    if args.dino:
+        os.environ["RAMIR_DINOV2"] = args.dino  # read where an RFR network loads its backbone
     start = time.perf_counter()  # the summary counts loading and any one-time ONNX export
     restorer = _load_restorer(args)
     outdir = Path(args.output if args.output is not None else DEFAULT_OUTDIR).expanduser()

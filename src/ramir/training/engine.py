@@ -83,7 +83,12 @@ def build_model(recipe: Recipe) -> nn.Module:
         state = ckpt.ema_state_dict if use_ema else ckpt.raw_state_dict
         if state is None:
             raise CheckpointError(f"{path} holds no EMA weights (finetune.init: ema)")
-        load_state_dict_strict(model, state, f"model {recipe.model.name!r}")
+        from ramir.archs.rfr import RestormerRFR, init_from_restormer, is_rfr_state
+
+        if isinstance(model, RestormerRFR) and not is_rfr_state(state):  # RAM++: RFR from RAM-Restormer
+            init_from_restormer(model, state, f"model {recipe.model.name!r}")
+        else:
+            load_state_dict_strict(model, state, f"model {recipe.model.name!r}")
         return model
     from ramir.checkpoints import load_network
 

@@ -135,9 +135,18 @@ class FinetuneStage:
 
 
 def finetune_layers(model: nn.Module, ranking_path: str, ratio: float, by: str = "count") -> list[str]:
-    """The layers to tune: the top ``ratio`` of the MAC ranking in ``ranking_path`` (RAM_SPEC §4)."""
+    """The layers to tune: the top ``ratio`` of the MAC ranking in ``ranking_path`` (RAM_SPEC §4).
+
+    For RAM++'s RFR network the ranking (computed on the RAM-Restormer) lacks the new fusion layers; as
+    the reference's ``filter_name_RFR.txt`` they go first, so ``ratio`` counts over all layers (0.358 of
+    439 = the 33 fusion layers + the top 124 of 406, "30 %"), and all of them are kept at any ratio."""
     from ramir.mac import load_ranking
     from ramir.selection import select_layers
 
     ranking = load_ranking(ranking_path)
-    return list(select_layers(ranking, ratio, by=by, model=model))
+    extra: list[str] = list(getattr(model, "rfr_layers", list)())
+    if not extra:
+        return list(select_layers(ranking, ratio, by=by, model=model))
+    full = extra + [name for name in ranking if name not in extra]
+    chosen = select_layers(full, ratio, by=by, model=model)
+    return extra + [name for name in chosen if name not in extra]
