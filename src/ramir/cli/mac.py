@@ -111,7 +111,8 @@ def auto_batch_steps(model: torch.nn.Module, image: torch.Tensor, device: torch.
 
     On a GPU, as many as half the free memory allows, up to 32: one 64x64 step leaves it idle, and
     batching paid 4.5x with 8 and 6.95x with 32 points per pass there (H200). On the CPU one step per
-    pass: a single step already keeps the cores busy, so batching measured 0.93-1.05x while it tripled peak RSS (docs/performance.md, mac part).
+    pass: a single step already keeps the cores busy, so batching measured 0.93-1.05x while it
+    tripled peak RSS (docs/performance.md, mac part).
     """
     from ramir.mac import suggest_batch_steps
 
