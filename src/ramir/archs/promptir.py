@@ -426,6 +426,25 @@ def _blocks(n: int, dim: int, heads: int, ffn: float, bias: bool, ln: str) -> nn
     return nn.Sequential(*[TransformerBlock(dim, heads, ffn, bias, ln) for _ in range(n)])
 
 
+def fast_layout(x: torch.Tensor) -> torch.Tensor:
+    """The fast path runs float32 channels-last on CPU: depthwise 3x3 convs (oneDNN) are several
+    times faster there and the LayerNorm token view needs no copy; float64 has no oneDNN kernels
+    and is slower in that layout. Values do not depend on the layout. (Shared by the Restormers.)"""
+    if x.device.type == "cpu" and x.dtype == torch.float32 and not straightforward_path_enabled():
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def run_blocks(module: nn.Module, x: torch.Tensor, *, recompute: bool) -> torch.Tensor:
+    """Apply a block or a sequence of blocks; with ``recompute`` (activation checkpointing, training
+    with gradients) each block's activations are recomputed in backward instead of kept."""
+    if not (recompute and torch.is_grad_enabled()):
+        return module(x)
+    for block in module if isinstance(module, nn.Sequential) else [module]:
+        x = checkpoint(block, x, use_reentrant=False)
+    return x
+
+
 class PromptIR(nn.Module):
     """PromptIR as used by RAM-PromptIR (35,376,967 parameters with the defaults).
 
@@ -523,12 +542,7 @@ class PromptIR(nn.Module):
         self.output = nn.Conv2d(c2, out_channels, kernel_size=3, padding=1, bias=bias)
 
     def _run(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Apply a block or a sequence of blocks, recomputing each in backward if asked to."""
-        if not (self.use_checkpoint and self.training and torch.is_grad_enabled()):
-            return module(x)
-        for block in module if isinstance(module, nn.Sequential) else [module]:
-            x = checkpoint(block, x, use_reentrant=False)
-        return x
+        return run_blocks(module, x, recompute=self.use_checkpoint and self.training)
 
     def _fuse_prompt(self, level: int, x: torch.Tensor) -> torch.Tensor:
         """Prompt interaction: concatenate the generated prompt, one transformer block, 1x1 conv."""
@@ -538,12 +552,7 @@ class PromptIR(nn.Module):
         return getattr(self, f"reduce_noise_level{level}")(x)
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        """The fast path runs float32 channels-last on CPU: depthwise 3x3 convs (oneDNN) are several
-        times faster there and the LayerNorm token view needs no copy; float64 has no oneDNN kernels
-        and is slower in that layout. Values do not depend on the layout."""
-        if x.device.type == "cpu" and x.dtype == torch.float32 and not straightforward_path_enabled():
-            return x.contiguous(memory_format=torch.channels_last)
-        return x
+        return fast_layout(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet-normalised (B, C, H, W) -> restored, same space and size."""

@@ -25,9 +25,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from ramir.archs.common import straightforward_path_enabled
 from ramir.archs.promptir import (
     PAD_MULTIPLE,
     Downsample,
@@ -35,6 +33,8 @@ from ramir.archs.promptir import (
     Upsample,
     _blocks,
     _reflect_pad_to_multiple,
+    fast_layout,
+    run_blocks,
 )
 from ramir.errors import ConfigError
 
@@ -108,19 +108,10 @@ class RAMRestormer(nn.Module):
         self.output = nn.Conv2d(c2, out_channels, kernel_size=3, padding=1, bias=bias)
 
     def _run(self, blocks: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-        """Apply a sequence of blocks, recomputing each in backward if asked to."""
-        if not (self.use_checkpoint and self.training and torch.is_grad_enabled()):
-            return blocks(x)
-        for block in blocks:
-            x = checkpoint(block, x, use_reentrant=False)
-        return x
+        return run_blocks(blocks, x, recompute=self.use_checkpoint and self.training)
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        """Float32 on the CPU runs channels-last, as PromptIR: oneDNN's depthwise convs are several
-        times faster there and the LayerNorm token view needs no copy. Values do not depend on it."""
-        if x.device.type == "cpu" and x.dtype == torch.float32 and not straightforward_path_enabled():
-            return x.contiguous(memory_format=torch.channels_last)
-        return x
+        return fast_layout(x)  # channels-last float32 on the CPU, as PromptIR
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet-normalised (B, C, H, W) -> restored, same space and size."""
