@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ramir import __version__
-from ramir.errors import RamirError
+from ramir.errors import RamirError, first_line
 from ramir.imagespace import denormalize, normalize
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class OnnxRuntimeNetwork:
         self.export_seconds = 0.0
         folder = cache if cache is not None else cache_dir()
         self.path = folder / f"{network_fingerprint(network)}.onnx"
-        say = announce or (lambda text: log.info(text))
+        say = announce or log.info
         if not self.path.is_file():
             say(f"ramir: exporting {label} to ONNX for onnxruntime (once; cached in {folder})")
             start = time.perf_counter()
@@ -106,10 +106,10 @@ class OnnxRuntimeNetwork:
             except OSError as exc:
                 raise RamirError(f"cannot write the ONNX cache in {folder} ({exc}); set RAMIR_CACHE") from exc
             except Exception as exc:  # torch.export cannot trace every network with symbolic sizes
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise RamirError(
-                    f"the onnxruntime backend needs an ONNX graph with dynamic image sizes, and this network "
-                    f"({type(network).__name__}) cannot be exported so ({first}); use --backend torch"
+                    "the onnxruntime backend needs an ONNX graph with dynamic image sizes, and this network "
+                    f"({type(network).__name__}) cannot be exported so ({first_line(exc)}); "
+                    "use --backend torch"
                 ) from exc
             self.export_seconds = time.perf_counter() - start
             say(f"ramir: {label} exported in {self.export_seconds:.1f} s")

@@ -445,6 +445,34 @@ def run_blocks(module: nn.Module, x: torch.Tensor, *, recompute: bool) -> torch.
     return x
 
 
+def add_encoder(
+    net: nn.Module, dim: int, num_blocks: Sequence[int], heads: Sequence[int], ffn: float, bias: bool,
+    ln: str,
+) -> None:
+    """Register the Restormer encoder shared by PromptIR and the RAM++ Restormers on ``net``: levels 1-3
+    with their down-samplings, then the latent (channels dim, 2, 4 and 8 dim), in the reference's
+    parameter order. ``net`` registers its ``patch_embed`` (and PromptIR its prompts) first."""
+    c1, c2, c3, c4 = dim, dim * 2, dim * 4, dim * 8
+    net.encoder_level1 = _blocks(num_blocks[0], c1, heads[0], ffn, bias, ln)
+    net.down1_2 = Downsample(c1)
+    net.encoder_level2 = _blocks(num_blocks[1], c2, heads[1], ffn, bias, ln)
+    net.down2_3 = Downsample(c2)
+    net.encoder_level3 = _blocks(num_blocks[2], c3, heads[2], ffn, bias, ln)
+    net.down3_4 = Downsample(c3)
+    net.latent = _blocks(num_blocks[3], c4, heads[3], ffn, bias, ln)
+
+
+def encode(
+    net: nn.Module, inp: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The encoder of :func:`add_encoder` on a padded input: (level 1, level 2, level 3, latent) maps,
+    the first three kept for the decoder's skip connections."""
+    enc1 = net._run(net.encoder_level1, net.patch_embed(inp))
+    enc2 = net._run(net.encoder_level2, net.down1_2(enc1))
+    enc3 = net._run(net.encoder_level3, net.down2_3(enc2))
+    return enc1, enc2, enc3, net._run(net.latent, net.down3_4(enc3))
+
+
 class PromptIR(nn.Module):
     """PromptIR as used by RAM-PromptIR (35,376,967 parameters with the defaults).
 
@@ -497,7 +525,7 @@ class PromptIR(nn.Module):
         self.decoder = decoder
         self.use_checkpoint = use_checkpoint
         ffn, ln = ffn_expansion_factor, LayerNorm_type
-        c1, c2, c3, c4 = dim, dim * 2, dim * 4, dim * 8  # channels of levels 1-4
+        c2, c3, c4 = dim * 2, dim * 4, dim * 8  # channels of levels 2-4 (level 1: dim)
         p1, p2, p3 = prompt_dims
 
         # Registration order = the reference's parameter order (checkpoints, MAC layer indices).
@@ -508,13 +536,7 @@ class PromptIR(nn.Module):
             self.prompt2 = PromptGenBlock(p2, prompt_len, prompt_sizes[1], lin_dim=c3)
             self.prompt3 = PromptGenBlock(p3, prompt_len, prompt_sizes[2], lin_dim=c4)
 
-        self.encoder_level1 = _blocks(num_blocks[0], c1, heads[0], ffn, bias, ln)
-        self.down1_2 = Downsample(c1)
-        self.encoder_level2 = _blocks(num_blocks[1], c2, heads[1], ffn, bias, ln)
-        self.down2_3 = Downsample(c2)
-        self.encoder_level3 = _blocks(num_blocks[2], c3, heads[2], ffn, bias, ln)
-        self.down3_4 = Downsample(c3)
-        self.latent = _blocks(num_blocks[3], c4, heads[3], ffn, bias, ln)
+        add_encoder(self, dim, num_blocks, heads, ffn, bias, ln)
 
         # PromptIR's decoder reduces the fused latent to c3 before up-sampling, so up4_3 yields c2
         # channels (Restormer's yields c3): the skip concatenation has c2 + c3 channels.
@@ -559,10 +581,7 @@ class PromptIR(nn.Module):
         h, w = x.shape[-2:]
         inp = self._layout(_reflect_pad_to_multiple(x, PAD_MULTIPLE))
 
-        enc1 = self._run(self.encoder_level1, self.patch_embed(inp))
-        enc2 = self._run(self.encoder_level2, self.down1_2(enc1))
-        enc3 = self._run(self.encoder_level3, self.down2_3(enc2))
-        latent = self._run(self.latent, self.down3_4(enc3))
+        enc1, enc2, enc3, latent = encode(self, inp)
 
         dec3 = self.up4_3(self._fuse_prompt(3, latent))
         dec3 = self.reduce_chan_level3(self._layout(torch.cat([dec3, enc3], dim=1)))

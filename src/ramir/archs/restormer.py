@@ -28,11 +28,12 @@ from torch import nn
 
 from ramir.archs.promptir import (
     PAD_MULTIPLE,
-    Downsample,
     OverlapPatchEmbed,
     Upsample,
     _blocks,
     _reflect_pad_to_multiple,
+    add_encoder,
+    encode,
     fast_layout,
     run_blocks,
 )
@@ -84,17 +85,11 @@ class RAMRestormer(nn.Module):
         del finetune_type, img_size  # reference-compatibility only
         self.use_checkpoint = use_checkpoint
         ffn, ln = ffn_expansion_factor, LayerNorm_type
-        c1, c2, c3, c4 = dim, dim * 2, dim * 4, dim * 8  # channels of levels 1-4
+        c2, c3, c4 = dim * 2, dim * 4, dim * 8  # channels of levels 2-4 (level 1: dim)
 
         # Registration order = the reference's parameter order (checkpoints, MAC layer indices).
         self.patch_embed = OverlapPatchEmbed(inp_channels, dim, bias)
-        self.encoder_level1 = _blocks(num_blocks[0], c1, heads[0], ffn, bias, ln)
-        self.down1_2 = Downsample(c1)
-        self.encoder_level2 = _blocks(num_blocks[1], c2, heads[1], ffn, bias, ln)
-        self.down2_3 = Downsample(c2)
-        self.encoder_level3 = _blocks(num_blocks[2], c3, heads[2], ffn, bias, ln)
-        self.down3_4 = Downsample(c3)
-        self.latent = _blocks(num_blocks[3], c4, heads[3], ffn, bias, ln)
+        add_encoder(self, dim, num_blocks, heads, ffn, bias, ln)
 
         self.up4_3 = Upsample(c4)  # c4 -> c3 at 1/4
         self.reduce_chan_level3 = nn.Conv2d(c3 + c3, c3, kernel_size=1, bias=bias)
@@ -118,10 +113,7 @@ class RAMRestormer(nn.Module):
         h, w = x.shape[-2:]
         inp = self._layout(_reflect_pad_to_multiple(x, PAD_MULTIPLE))
 
-        enc1 = self._run(self.encoder_level1, self.patch_embed(inp))
-        enc2 = self._run(self.encoder_level2, self.down1_2(enc1))
-        enc3 = self._run(self.encoder_level3, self.down2_3(enc2))
-        latent = self._run(self.latent, self.down3_4(enc3))
+        enc1, enc2, enc3, latent = encode(self, inp)
 
         dec3 = self.reduce_chan_level3(self._layout(torch.cat([self.up4_3(latent), enc3], dim=1)))
         dec3 = self._run(self.decoder_level3, dec3)

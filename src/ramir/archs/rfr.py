@@ -40,9 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ramir.archs.promptir import PAD_MULTIPLE, Upsample, _reflect_pad_to_multiple
+from ramir.archs.promptir import PAD_MULTIPLE, Upsample, _reflect_pad_to_multiple, encode
 from ramir.archs.restormer import RAMRestormer, RestormerConfigError
-from ramir.errors import CheckpointError, RamirError
+from ramir.errors import CheckpointError, RamirError, first_line
 from ramir.imagespace import IMAGENET_MEAN, IMAGENET_STD
 
 # The reference's dict order, which its forward unpacks positionally; here features are looked up by key.
@@ -158,7 +158,7 @@ def load_dinov2(name_or_path: str, dtype: torch.dtype = torch.float32) -> nn.Mod
     except OSError as exc:
         raise BackboneError(
             f"cannot load the DINOv2 backbone {name_or_path!r} (a folder with config.json and weights, or a "
-            f"hub name; set {DINO_ENV} or pass --dino): {str(exc).splitlines()[0]}"
+            f"hub name; set {DINO_ENV} or pass --dino): {first_line(exc)}"
         ) from None
     return freeze(model)
 
@@ -340,10 +340,7 @@ class RestormerRFR(RAMRestormer):
         mid = self._layout(self.dr_adaptation2(mid))
         shallow = self._layout(self.dr_adaptation1(shallow))
 
-        enc1 = self._run(self.encoder_level1, self.patch_embed(inp))
-        enc2 = self._run(self.encoder_level2, self.down1_2(enc1))
-        enc3 = self._run(self.encoder_level3, self.down2_3(enc2))
-        latent = self._run(self.latent, self.down3_4(enc3))
+        enc1, enc2, enc3, latent = encode(self, inp)
         latent = self.dr_fusion1(latent, deep)
 
         dec3 = self.reduce_chan_level3(self._layout(torch.cat([self.up4_3(latent), enc3], dim=1)))

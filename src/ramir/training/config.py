@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from ramir.errors import ConfigError
+from ramir.errors import ConfigError, first_line
 from ramir.training.losses import LOSSES
 
 STAGES = ("pretrain", "pretrain_adasam", "finetune")
@@ -211,7 +211,7 @@ class Recipe:
             with torch.device("meta"):
                 generator = create_mask_generator(m.generator, mask_ratio=m.ratio, **m.generator_args)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"mask.generator_args: {str(exc).splitlines()[0]}") from None
+            raise ConfigError(f"mask.generator_args: {first_line(exc)}") from None
         train = self.data.get("train")
         crop = train.get("patch_size") if isinstance(train, dict) else None
         size = getattr(generator, "img_size", None)
