@@ -6,7 +6,9 @@ import json
 import math
 import os
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -44,3 +46,26 @@ def forward_inputs() -> dict[str, torch.Tensor]:
 
 def rel_close(a: float, b: float, rtol: float) -> bool:
     return math.isclose(a, b, rel_tol=rtol, abs_tol=1e-12)
+
+
+def forward_recording(
+    model: torch.nn.Module, x: torch.Tensor, record: Callable[[torch.Tensor], Any]
+) -> tuple[torch.Tensor, list[tuple[str, Any]]]:
+    """``model(x)`` without gradients, with a forward hook on every attributable layer keeping
+    ``(name, record(output))`` in firing order (the golden per-layer comparisons)."""
+    from ramir.layers import attributable_layers
+
+    records: list[tuple[str, Any]] = []
+    handles = [
+        model.get_submodule(name).register_forward_hook(
+            lambda _m, _i, out, name=name: records.append((name, record(out)))
+        )
+        for name in attributable_layers(model)
+    ]
+    try:
+        with torch.no_grad():
+            y = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return y, records

@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import apply_weight_rule, load_json, load_tensors
+from conftest import apply_weight_rule, forward_recording, load_json, load_tensors
 from ramir.archs import create_model
 from ramir.archs.common import straightforward_path
 from ramir.archs.promptir import BiasFree_LayerNorm, PromptIR
@@ -85,21 +85,8 @@ def _record(out: torch.Tensor) -> LayerRecord:
 
 
 def _forward_recording(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, Records]:
-    """Run ``model(x)`` with a forward hook on every attributable layer, in firing order."""
-    records: Records = []
-    handles = []
-    for name in attributable_layers(model):
-        def hook(_module, _inputs, out, name=name):
-            records.append((name, _record(out)))
-
-        handles.append(model.get_submodule(name).register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            y = model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return y, records
+    """Run ``model(x)`` keeping a :class:`LayerRecord` of every attributable layer, in firing order."""
+    return forward_recording(model, x, _record)
 
 
 @pytest.fixture(scope="module", params=list(CONFIGS))

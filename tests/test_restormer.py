@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import apply_weight_rule, load_json, load_tensors
+from conftest import apply_weight_rule, forward_recording, load_json, load_tensors
 from ramir.archs import MODEL_CONFIGS, create_model
 from ramir.archs.restormer import RAMRestormer
 from ramir.checkpoints import detect_architecture, load_checkpoint, load_network, registered_name
@@ -60,21 +60,8 @@ class Run:
 
 
 def _forward_recording(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, Records]:
-    """``model(x)`` with a forward hook on every attributable layer, keeping each output (float64)."""
-    seen: Records = []
-    handles = [
-        model.get_submodule(name).register_forward_hook(
-            lambda _m, _i, out, name=name: seen.append((name, out.detach().double().clone()))
-        )
-        for name in attributable_layers(model)
-    ]
-    try:
-        with torch.no_grad():
-            y = model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return y, seen
+    """``model(x)`` keeping every attributable layer's output (float64)."""
+    return forward_recording(model, x, lambda out: out.detach().double().clone())
 
 
 @pytest.fixture(scope="module", params=list(CONFIGS))

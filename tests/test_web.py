@@ -3,6 +3,7 @@ and a real browser run."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import queue
@@ -13,6 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,33 +39,42 @@ CHROMIUM_ARGS = [
 LIMIT = 300_000  # bytes; small so the 413 test stays cheap
 
 
-class TinyRestorer:
-    """The CLI's :class:`ramir.inference.Restorer` around a tiny, untrained RAM-SwinIR.
-
-    Counts how many ``restore`` calls overlap, to check the server's inference lock.
-    """
+class OverlapCounter:
+    """Counts how many ``restore`` calls run at once (``max_active``), to check the server's lock."""
 
     def __init__(self) -> None:
-        from ramir.inference import load
-
-        torch.manual_seed(0)
-        net = ramir.create_model("ram-swinir-small", embed_dim=12, depths=[1], num_heads=[2])
-        self.restorer = load(net, device="cpu", tile=0)
-        self.name = "tiny"
         self.active = 0
         self.max_active = 0
         self._count = threading.Lock()
 
-    def restore(self, image: np.ndarray) -> np.ndarray:
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
         with self._count:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
         try:
-            time.sleep(0.05)  # widen the window in which overlapping calls would be seen
-            return self.restorer.restore(image)
+            yield
         finally:
             with self._count:
                 self.active -= 1
+
+
+class TinyRestorer(OverlapCounter):
+    """The CLI's :class:`ramir.inference.Restorer` around a tiny, untrained RAM-SwinIR."""
+
+    def __init__(self) -> None:
+        from ramir.inference import load
+
+        super().__init__()
+        torch.manual_seed(0)
+        net = ramir.create_model("ram-swinir-small", embed_dim=12, depths=[1], num_heads=[2])
+        self.restorer = load(net, device="cpu", tile=0)
+        self.name = "tiny"
+
+    def restore(self, image: np.ndarray) -> np.ndarray:
+        with self.running():
+            time.sleep(0.05)  # widen the window in which overlapping calls would be seen
+            return self.restorer.restore(image)
 
 
 def _png(h: int, w: int, seed: int = 0) -> bytes:
@@ -233,28 +244,20 @@ def test_serve_refuses_without_a_model(monkeypatch, capsys, tmp_path):
 
 
 # ------------------------------------------------------------------ bounded queue, disconnects
-class GatedRestorer:
+class GatedRestorer(OverlapCounter):
     """Identity restorer that blocks in ``restore`` until the test opens the gate: the queue fills
     deterministically, without timing assumptions."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.gate = threading.Event()
         self.entered = threading.Semaphore(0)  # one release per restore call that started
-        self.active = 0
-        self.max_active = 0
-        self._count = threading.Lock()
 
     def restore(self, image: np.ndarray) -> np.ndarray:
-        with self._count:
-            self.active += 1
-            self.max_active = max(self.max_active, self.active)
-        self.entered.release()
-        try:
+        with self.running():
+            self.entered.release()
             assert self.gate.wait(20), "the test never opened the gate"
             return image.copy()
-        finally:
-            with self._count:
-                self.active -= 1
 
 
 @pytest.fixture
