@@ -23,6 +23,7 @@ browser:
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks experiments
+	$(VENV)/bin/lint-imports
 
 test: $(STAMP) browser lint
 	OMP_NUM_THREADS=2 $(VENV)/bin/pytest -q tests

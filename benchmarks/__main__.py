@@ -22,9 +22,7 @@ import shlex
 import subprocess
 import sys
 
-import torch
-
-from benchmarks.common import cpu_model, peak_gflops
+from benchmarks.common import describe_machine
 from ramir.fileio import atomic_write_bytes
 
 DEFAULT_WEIGHTS = "src/ramir/weights/default.safetensors"  # the shipped model (run from the repository root)
@@ -79,25 +77,23 @@ def merge_report(path: str, report: str) -> str:
     return f"{before}{BEGIN}\n{block.rstrip()}\n{END}\n{after}"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", nargs="+", choices=list(FULL), default=list(FULL))
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default="docs/performance.md", help="Markdown report ('-' for none)")
     p.add_argument("--repeats", type=int, help="timed repeats of the forward and backends parts")
-    args = p.parse_args()
+    args = p.parse_args(argv)
 
     plan = dict(QUICK if args.quick else FULL)
     if args.repeats:
         for part in ("forward", "backends"):
             plan[part] = [a for a in plan[part] if a != "--repeats"] + ["--repeats", str(args.repeats)]
-    peak, how = peak_gflops(1)
-    invocation = " ".join(["python -m benchmarks", *sys.argv[1:]])
+    invocation = " ".join(["python -m benchmarks", *(sys.argv[1:] if argv is None else argv)])
     sections = [
         "## Benchmark tables\n",
         "Written by `python -m benchmarks`; each part says which invocation wrote it and when.\n",
-        f"Machine: {cpu_model()}, torch {torch.__version__}. Peak fp32 assumed: {how} = {peak:.1f} GFLOP/s "
-        "per core.\n",
+        f"{describe_machine()}.\n",
     ]
     failed = False
     for part in args.only:

@@ -27,24 +27,24 @@ def as_u8(a: np.ndarray) -> np.ndarray:
 def speed_photo(size: int) -> np.ndarray:
     from PIL import Image
 
-    from ramir.demo import _photo
+    from ramir.demo import clean_photo
     from ramir.evaluation import degrade
 
-    clean = _photo("astronaut")
+    clean = clean_photo("astronaut")
     big = np.asarray(Image.fromarray(as_u8(clean)).resize((size, size), Image.BICUBIC), np.float32) / 255.0
     return degrade(big, "noise", 25.0, 0)
 
 
 def quality(restorers: dict[str, object]) -> dict[str, tuple[float, float]]:
     """{variant: (mean PSNR vs clean over the demo cases, mean PSNR vs the fp32 PyTorch output)}."""
-    from ramir.demo import CASES, _photo
+    from ramir.demo import CASES, clean_photo
     from ramir.evaluation import degrade
     from ramir.metrics import psnr
 
     scores: dict[str, list[float]] = {k: [] for k in restorers}
     drift: dict[str, list[float]] = {k: [] for k in restorers}
     for _name, photo, kind, level, seed in CASES:
-        clean = _photo(photo)
+        clean = clean_photo(photo)
         degraded = degrade(clean, kind, level, seed)
         outputs = {k: as_u8(r.restore(degraded)) for k, r in restorers.items()}
         ref = outputs["torch fp32"]
@@ -54,19 +54,20 @@ def quality(restorers: dict[str, object]) -> dict[str, tuple[float, float]]:
     return {k: (float(np.mean(scores[k])), float(np.mean(drift[k]))) for k in restorers}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="checkpoint (default: the embedded default model)")
     p.add_argument("--size", type=int, default=1024, help="side of the timed photo (default 1024: 1 MP)")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--repeats", type=int, default=3)
-    args = p.parse_args()
+    args = p.parse_args(argv)
 
     import ramir
-    from benchmarks.common import cpu_model, median_time
+    from benchmarks.common import describe_machine, median_time
 
     photo = speed_photo(args.size)
-    print(f"CPU: {cpu_model()}; torch {torch.__version__}; model {args.model or 'default'}; "
+    print(describe_machine())
+    print(f"model {args.model or 'default'}; "
           f"{args.size}x{args.size} whole image, median of {args.repeats}")
     print(f"{'variant':22s} {'threads':>7s} {'median s':>9s} {'MP/s':>7s} {'vs torch fp32':>13s}")
     for threads in args.threads:

@@ -1,4 +1,8 @@
-"""Shared helpers for the benchmark scripts: machine description, peak FLOP/s, timing, RSS."""
+"""Shared helpers for the benchmark scripts: machine description, peak FLOP/s, timing, RSS.
+
+Every script in ``benchmarks/`` runs as ``python -m benchmarks.<name> [options]`` from the repository root,
+has ``--help`` and a ``main(argv=None)``, and prints :func:`describe_machine` before its figures.
+"""
 
 from __future__ import annotations
 
@@ -35,18 +39,43 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def vector_unit(flags: set[str] | None = None) -> tuple[str, int]:
+    """The widest x86 vector unit the CPU flags name and its fp32 lanes.
+
+    AVX-512 registers hold 16 fp32 values, AVX2 (256-bit) registers 8, SSE (and ARM NEON) 4.
+    """
+    flags = cpu_flags() if flags is None else flags
+    if "avx512f" in flags:
+        return "AVX-512", 16
+    if "avx2" in flags:
+        return "AVX2", 8
+    return "no AVX2 / AVX-512 flag", 4
+
+
 def peak_gflops(threads: int, ghz: float | None = None) -> tuple[float, str]:
     """Theoretical fp32 peak: cores x FLOP/cycle x clock.
 
     FLOP/cycle per core: two FMA units x vector lanes x 2 (multiply + add): 32 with AVX2 (8 lanes),
-    64 with AVX-512 (16 lanes). The clock defaults to 2.45 GHz (AMD EPYC Zen 3 base clock) unless given.
+    64 with AVX-512 (16 lanes), the lanes read from the CPU's flags (:func:`vector_unit`). The clock
+    defaults to 2.45 GHz (AMD EPYC Zen 3 base clock) unless given or set by ``RAMIR_CPU_GHZ``.
     """
-    flags = cpu_flags()
-    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    _, lanes = vector_unit()
     per_cycle = 2 * lanes * 2
     ghz = ghz or float(os.environ.get("RAMIR_CPU_GHZ", "2.45"))
     how = f"{threads} core(s) x {per_cycle} FLOP/cycle (2 FMA x {lanes} fp32 lanes x 2) x {ghz} GHz"
     return threads * per_cycle * ghz, how
+
+
+def describe_machine() -> str:
+    """One line for the head of every benchmark's output: CPU, its vector unit, torch, the assumed peak."""
+    import torch
+
+    flags = cpu_flags()
+    unit, lanes = vector_unit(flags)
+    peak, how = peak_gflops(1)
+    fma = ", FMA" if "fma" in flags else ""
+    return (f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs, {unit} ({lanes} fp32 lanes{fma}); "
+            f"torch {torch.__version__}; fp32 peak assumed {peak:.1f} GFLOP/s per core ({how})")
 
 
 def flop_counter():
@@ -92,8 +121,18 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> tupl
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident set size of this process in MiB (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0
+
+
+def current_rss_mb() -> float:
+    """Resident set size of this process now, in MiB (Linux ``/proc``; NaN elsewhere)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        return float("nan")
 
 
 def run_isolated(module: str, args: list[str], threads: int) -> dict:

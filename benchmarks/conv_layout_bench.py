@@ -19,14 +19,15 @@ import time
 import torch
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--channels", type=int, default=180, help="180: the RAM-SwinIR reference config")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--pairs", type=int, default=4)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from benchmarks.common import describe_machine
     from ramir.archs.common import straightforward_path
     from ramir.archs.swinir import image_to_tokens, tokens_to_image
 
@@ -51,8 +52,9 @@ def main() -> None:
                 rstb_tail(view)
                 times[name].append(time.perf_counter() - t0)
     ratios = [a / b for a, b in zip(times["literal"], times["channels_last"])]
-    print(f"3x3 conv {c}->{c} + residual sum, 1x{c}x{args.size}x{args.size}, {args.threads} thread(s), "
-          f"torch {torch.__version__}; max abs difference of the outputs {diff:.1e}")
+    print(describe_machine())
+    print(f"3x3 conv {c}->{c} + residual sum, 1x{c}x{args.size}x{args.size}, {args.threads} thread(s); "
+          f"max abs difference of the outputs {diff:.1e}")
     for name, ts in times.items():
         print(f"{name:>14}: median {statistics.median(ts):.3f} s  ({' '.join(f'{t:.3f}' for t in ts)})")
     print(f"literal / channels_last: median of pairs {statistics.median(ratios):.2f}x "

@@ -39,7 +39,7 @@ def _child(args: argparse.Namespace) -> dict:
                        count_flops=True)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["ram-swinir", "promptir", "nafnet-s"])
     p.add_argument("--sizes", nargs="+", type=int, default=[256, 512])
@@ -48,15 +48,16 @@ def main() -> None:
     p.add_argument("--straightforward", action="store_true", help="also time the slow literal path")
     p.add_argument("--json", action="store_true", help="(internal) measure one config, print JSON")
     p.add_argument("--rss-only", action="store_true", help="(internal) one forward, report peak RSS")
-    args = p.parse_args()
+    args = p.parse_args(argv)
 
     if args.json:  # child process: exactly one configuration
         print(json.dumps(_child(args)))
         return
 
-    from benchmarks.common import cpu_model, peak_gflops, run_isolated
+    from benchmarks.common import describe_machine, peak_gflops, run_isolated
 
-    print(f"CPU: {cpu_model()}; torch {torch.__version__}; fp32, batch 1, median of {args.repeats}"
+    print(describe_machine())
+    print(f"fp32, batch 1, median of {args.repeats}"
           + (" (paths interleaved in one process)" if args.straightforward else ""))
     print(f"{'model':<16} {'size':>5} {'thr':>3} {'path':<15} {'median s':>9} {'GFLOP':>8} {'GFLOP/s':>8} "
           f"{'% peak':>6} {'peak RSS MB':>11}")
@@ -85,8 +86,6 @@ def main() -> None:
                     lo, hi = min(timed["ratios"]), max(timed["ratios"])
                     speedups.append(f"{model} {size} {threads} thr: fast {timed['median_ratio']:.2f}x the "
                                     f"straightforward (pairs {lo:.2f}-{hi:.2f}x)")
-    peak, how = peak_gflops(1)
-    print(f"peak assumed: {how} = {peak:.1f} GFLOP/s per thread")
     print("GFLOP: torch.utils.flop_counter" + (" on the straightforward path, used for both rows"
                                               if args.straightforward else ""))
     if speedups:

@@ -27,6 +27,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -174,11 +175,14 @@ def _train(emit, settings: list[tuple[str, bool, bool, int]], iterations: int, w
         torch.manual_seed(0)
         model = create_model(BIG)
         stage = PretrainStage(recipe.mask.ratio, recipe.mask.patch, recipe.mask.per_sample)
-        with bench_trainer(recipe, model, stage, PATCH) as trainer:
+        with (bench_trainer(recipe, model, stage, PATCH) as trainer,
+              warnings.catch_warnings(record=True) as caught):
+            warnings.simplefilter("always")
             reset_peak()
             # the step alone, synchronised: drawing the batch is not counted here (it is on the CPU)
             times = timed_steps(trainer, warmup + iterations, count_batch_drawing=False, sync=sync)
-            fell_back = compiled and trainer._eager_net is None
+        # the engine warns when torch.compile fails on the first step and it trains eagerly instead
+        fell_back = compiled and any("torch.compile failed" in str(w.message) for w in caught)
         steady = times[warmup:]
         gpu_mb = peak_mb()
         rate = len(steady) / sum(steady)
@@ -205,14 +209,14 @@ def part_compile(emit) -> None:
 PARTS = {"forward": part_forward, "mac": part_mac, "train": part_train, "compile": part_compile}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS))
     p.add_argument("--out", default=os.environ.get("OUT", "runs/gpu_bench"))
     p.add_argument("--limit", nargs="+", default=[], metavar="PART=S", help="time limits, e.g. compile=200")
     p.add_argument("--models", nargs="+", help="networks of the forward part (default: all three)")
     p.add_argument("--child", choices=list(PARTS), help="(internal) run one part in this process")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "gpu_bench.jsonl"
@@ -234,6 +238,9 @@ def main() -> None:
         return
 
     limits = LIMITS | {k: int(v) for k, v in (item.split("=", 1) for item in args.limit)}
+    from benchmarks.common import describe_machine
+
+    print(describe_machine())
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         print(f"{props.name}, {props.multi_processor_count} SMs, {props.total_memory / 2**30:.0f} GiB; "

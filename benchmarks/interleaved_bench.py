@@ -57,13 +57,16 @@ def interleaved(model_name: str, size: int, threads: int, pairs: int, straightfo
             "ratios": ratios, "median_ratio": statistics.median(ratios) if ratios else None, "flops": flops}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="ram-swinir")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--pairs", type=int, default=3)
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    from benchmarks.common import describe_machine
+
+    print(describe_machine())
     r = interleaved(args.model, args.size, args.threads, args.pairs)
     print(f"{r['model']} {r['size']}x{r['size']}, {r['threads']} thread(s), {args.pairs} pairs (fast, then "
           f"straightforward), fp32, batch 1")

@@ -59,7 +59,7 @@ def measure(model_name: str, steps: int, batch_steps: int | None, size: int, see
 
 def compare(reference: dict[str, float], other: dict[str, float]) -> tuple[float, bool, str]:
     """Max relative score difference, identical ranking?, and the first differing rank if not."""
-    from ramir.mac import ranking_from_scores
+    from ramir.ranking import ranking_from_scores
 
     ref = np.array(list(reference.values()))
     got = np.array([other[name] for name in reference])
@@ -74,7 +74,7 @@ def compare(reference: dict[str, float], other: dict[str, float]) -> tuple[float
     return rel, False, f"rank {i + 1}: {a[i]} vs {b[i]} (relative score gap {gap:.2g})"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="ram-swinir")
     p.add_argument("--steps", type=int, default=200)
@@ -85,7 +85,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="(internal) measure one setting, print JSON")
     p.add_argument("--one", type=int, default=0, help="(internal) batch_steps of this setting; 0 = unbatched")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     if args.json:
@@ -93,12 +93,13 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    from benchmarks.common import cpu_model, run_isolated
+    from benchmarks.common import describe_machine, run_isolated
 
     common = ["--model", args.model, "--steps", str(args.steps), "--size", str(args.size),
               "--seed", str(args.seed), "--device", args.device]
-    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_model()
-    print(f"{where}; torch {torch.__version__}; {args.model}, T={args.steps}, one {args.size}x{args.size} "
+    print(describe_machine())
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    print(f"{where}: {args.model}, T={args.steps}, one {args.size}x{args.size} "
           f"image, {args.threads} thread(s), {args.device}")
     print(f"{'batch_steps':>11} {'s/image':>9} {'speed-up':>8} {'peak RSS MB':>11} {'GPU MB':>7} "
           f"{'max rel diff':>12}  ranking")

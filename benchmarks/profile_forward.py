@@ -16,7 +16,7 @@ import time
 import torch
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="ram-swinir")
     p.add_argument("--size", type=int, default=128)
@@ -24,11 +24,11 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=15)
     p.add_argument("--shapes", action="store_true",
                    help="one row per operator and input shapes (shows which tensors are copied, and where)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
 
     from torch.profiler import ProfilerActivity, profile
 
-    from benchmarks.common import flop_counter, peak_gflops, seeded_network_and_input
+    from benchmarks.common import describe_machine, flop_counter, peak_gflops, seeded_network_and_input
 
     net, x = seeded_network_and_input(args.model, args.size, args.threads)
     with torch.inference_mode():
@@ -42,6 +42,7 @@ def main() -> None:
         with profile(activities=[ProfilerActivity.CPU], record_shapes=args.shapes) as prof:
             net(x)
     events = prof.key_averages(group_by_input_shape=args.shapes)
+    print(describe_machine())
     total = sum(e.self_cpu_time_total for e in events)
     print(f"{args.model} {args.size}x{args.size}, {args.threads} thread(s): {plain:.2f} s plain, "
           f"{total / 1e6:.2f} s under the profiler")

@@ -1,7 +1,7 @@
 """Training throughput of two recipes on their real data, timed alternately in one process.
 
     python -m benchmarks.recipe_throughput --old configs/default_pretrain.yaml \\
-        --new configs/default_v2_plain.yaml --set-new model.name=nafnet-s --threads 2 --steps 40 --pairs 3
+        --new experiments/experts/deblur_plain.yaml --threads 2 --steps 30 --pairs 3
 
 Each pair times ``--steps`` engine steps of the old recipe, then of the new one (after ``--warmup``
 steps each, which are not counted), drawing batches from the recipes' own sources and degradations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import cpu_model
+from benchmarks.common import describe_machine
 from benchmarks.train_bench import timed_steps
 
 
@@ -42,7 +42,7 @@ def trainer_for(recipe_path: str, overrides: list[str], out: Path, threads: int)
     return trainer, recipe.train.batch_size, size
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--old", required=True, help="recipe measured as the baseline")
     p.add_argument("--new", required=True, help="recipe measured against it")
@@ -52,7 +52,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--pairs", type=int, default=3)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         runs = {}
@@ -60,9 +60,10 @@ def main() -> None:
             trainer, batch, size = trainer_for(path, sets, Path(tmp) / label, args.threads)
             timed_steps(trainer, args.warmup)
             runs[label] = (trainer, batch, size)
+        print(describe_machine())
         print(
-            f"{cpu_model()}; torch {torch.__version__}; {args.threads} thread(s); {args.steps} steps per "
-            f"recipe per pair, {args.pairs} pairs, batch drawing counted"
+            f"threads {args.threads}; {args.steps} steps per recipe per pair, {args.pairs} pairs, "
+            "batch drawing counted"
         )
         for label, (trainer, batch, size) in runs.items():
             t = trainer.recipe.train

@@ -3,8 +3,8 @@
 Each configuration runs in its own subprocess, so its peak resident set size (``ru_maxrss``) is its own.
 The image is random float32 RGB held as an (H, W, 3) array, as ``ramir restore`` holds a decoded file.
 
-    python benchmarks/tiled_restore_bench.py ram-swinir-small --allow-random --tile 256
-    python benchmarks/tiled_restore_bench.py path/to/model.safetensors --tile 256 512 --device cuda
+    python -m benchmarks.tiled_restore_bench ram-swinir-small --allow-random --tile 256
+    python -m benchmarks.tiled_restore_bench path/to/model.safetensors --tile 256 512 --device cuda
 
 Reported per configuration: wall time, megapixels per second, peak RSS of the process, the part of it
 above the baseline (model loaded and image allocated), the input+output buffers for comparison, and on
@@ -15,25 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import subprocess
 import sys
 import time
 
-
-def _rss_mib() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
-
-
-def _current_rss_mib() -> float:
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError):
-        return float("nan")
+from benchmarks.common import current_rss_mb, describe_machine, peak_rss_mb
 
 
 def worker(args: argparse.Namespace) -> dict:
@@ -49,7 +35,7 @@ def worker(args: argparse.Namespace) -> dict:
                     precision=args.precision, allow_random=args.allow_random)
     w, h = args.width, args.height
     rgb = np.random.default_rng(0).random((h, w, 3), dtype=np.float32)
-    baseline = _current_rss_mib()
+    baseline = current_rss_mb()
     if restorer.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
@@ -62,8 +48,8 @@ def worker(args: argparse.Namespace) -> dict:
         "model": restorer.name, "tile": args.tile, "overlap": args.overlap, "size": f"{w}x{h}",
         "device": str(restorer.device), "precision": args.precision, "threads": torch.get_num_threads(),
         "seconds": round(elapsed, 2), "mp_per_s": round(w * h / 1e6 / elapsed, 3),
-        "peak_rss_mib": round(_rss_mib(), 1), "baseline_rss_mib": round(baseline, 1),
-        "above_baseline_mib": round(_rss_mib() - baseline, 1),
+        "peak_rss_mib": round(peak_rss_mb(), 1), "baseline_rss_mib": round(baseline, 1),
+        "above_baseline_mib": round(peak_rss_mb() - baseline, 1),
         "image_buffers_mib": round(2 * rgb.nbytes / 2**20, 1),  # input + output, float32
     }
     if restorer.device.type == "cuda":
@@ -92,10 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(args)))
         return 0
 
+    print(describe_machine())
     results = []
     for tile in args.tile:
-        cmd = [sys.executable, os.path.abspath(__file__), args.model, "--worker", "--size", args.size,
-               "--tile", tile, "--overlap", str(args.overlap), "--device", args.device,
+        cmd = [sys.executable, "-m", "benchmarks.tiled_restore_bench", args.model, "--worker",
+               "--size", args.size, "--tile", tile, "--overlap", str(args.overlap), "--device", args.device,
                "--precision", args.precision]
         if args.allow_random:
             cmd.append("--allow-random")

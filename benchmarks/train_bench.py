@@ -74,7 +74,7 @@ def timed_steps(trainer, steps: int, *, count_batch_drawing: bool = True,
     (it is part of what a training run waits for); the GPU benchmark leaves it out and passes ``sync``
     (a device synchronisation) so that the clock stops when the GPU's work does.
     """
-    batches = trainer._batches()
+    batches = trainer.batches()
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
@@ -93,8 +93,8 @@ def measure(model_name: str, stage: str, batch: int, patch: int, iterations: int
             checkpointing: bool = False, channels_last: bool = False) -> dict:
     from benchmarks.common import peak_rss_mb
     from ramir.archs import create_model
-    from ramir.mac import random_scores, ranking_from_scores
-    from ramir.selection import select_layers
+    from ramir.mac import random_scores
+    from ramir.ranking import ranking_from_scores, select_layers
     from ramir.training.stages import FinetuneStage, PretrainStage
 
     recipe = bench_recipe(stage, batch, warmup + iterations,
@@ -117,7 +117,7 @@ def measure(model_name: str, stage: str, batch: int, patch: int, iterations: int
             "first_it_s": times[0], "params": params, "trainable": trainable, "peak_rss_mb": peak_rss_mb()}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="ram-swinir-small", help="ram-swinir-small (CPU recipe) or ram-swinir")
     p.add_argument("--stage", choices=["pretrain", "finetune"], default="pretrain")
@@ -130,7 +130,7 @@ def main() -> None:
                    help="recompute block activations in the backward pass (less memory, more time)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--json", action="store_true", help="(internal) measure one setting, print JSON")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     big = args.model != "ram-swinir-small"
     patch = args.patch or (64 if big else 48)
     iterations = args.iterations or (3 if big else 20)
@@ -140,11 +140,12 @@ def main() -> None:
                                  args.activation_checkpointing, args.channels_last)))
         return
 
-    from benchmarks.common import cpu_model, run_isolated
+    from benchmarks.common import describe_machine, run_isolated
 
     extras = [f for f, on in (("activation checkpointing", args.activation_checkpointing),
                               ("channels_last", args.channels_last)) if on]
-    print(f"{cpu_model()}; torch {torch.__version__}; {args.model} {args.stage}, batch {args.batch} x "
+    print(describe_machine())
+    print(f"{args.model} {args.stage}, batch {args.batch} x "
           f"{patch}x{patch}, {iterations} timed iterations after {args.warmup} warm-up"
           + "".join(f"; {e}" for e in extras))
     print(f"{'threads':>7} {'it/s':>7} {'s/it':>7} {'first it s':>10} {'trainable':>16} {'peak RSS MB':>11}")

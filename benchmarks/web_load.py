@@ -342,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--clients and --requests must be >= 1, --size >= 8 and --duration > 0")
     if min(args.slow_share, args.drop_share) < 0 or args.slow_share + args.drop_share > 1:
         parser.error("--slow-share and --drop-share must be >= 0 and sum to at most 1")
+    from benchmarks.common import describe_machine
+
+    print(describe_machine(), flush=True)
     result = run(args)
     print_table(result)
     if args.out:

@@ -44,6 +44,17 @@ def forward_inputs() -> dict[str, torch.Tensor]:
     return load_tensors("forward_inputs.safetensors")
 
 
+@pytest.fixture
+def no_default_model(monkeypatch) -> None:
+    """A build without embedded weights: the file the package's default model is looked up under
+    (``ramir.inference.DEFAULT_WEIGHTS`` in ``ramir/weights/``) points at a name that does not exist,
+    so the real lookup (``default_weights()``) finds nothing."""
+    import ramir.inference
+
+    monkeypatch.setattr(ramir.inference, "DEFAULT_WEIGHTS", "no-such-default-model.safetensors")
+    assert ramir.inference.default_weights() is None
+
+
 def rel_close(a: float, b: float, rtol: float) -> bool:
     return math.isclose(a, b, rel_tol=rtol, abs_tol=1e-12)
 
@@ -52,7 +63,9 @@ def forward_recording(
     model: torch.nn.Module, x: torch.Tensor, record: Callable[[torch.Tensor], Any]
 ) -> tuple[torch.Tensor, list[tuple[str, Any]]]:
     """``model(x)`` without gradients, with a forward hook on every attributable layer keeping
-    ``(name, record(output))`` in firing order (the golden per-layer comparisons)."""
+    ``(name, record(output))`` in firing order (the golden per-layer comparisons), in observed
+    execution so that every layer runs once on its whole input."""
+    from ramir.archs.common import observed_execution
     from ramir.layers import attributable_layers
 
     records: list[tuple[str, Any]] = []
@@ -63,7 +76,7 @@ def forward_recording(
         for name in attributable_layers(model)
     ]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), observed_execution():
             y = model(x)
     finally:
         for h in handles:

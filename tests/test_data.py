@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from ramir.cli import main as cli_main
-from ramir.data import build_dataset, mac_images, pair_folders, read_image, source_reports, verify_sources
+from ramir.data import build_dataset, mac_images, pair_folders, read_rgb_float, source_reports, verify_sources
 from ramir.data.datasets import CleanSource, PatchOptions, PatchSampler
 from ramir.data.mixture import MixtureDataset
 from ramir.data.online import build_degradation
@@ -52,16 +52,16 @@ def test_read_image_is_rgb_float(tmp_path):
     rgb = np.zeros((4, 5, 3), np.uint8)
     rgb[..., 0] = 200  # red
     write_image(tmp_path / "red.png", rgb=rgb)
-    img = read_image(tmp_path / "red.png")
+    img = read_rgb_float(tmp_path / "red.png")
     assert img.dtype == np.float32 and img.shape == (4, 5, 3)
     np.testing.assert_allclose(img[0, 0], [200 / 255, 0, 0], atol=1e-7)
     cv2.imwrite(str(tmp_path / "grey.png"), np.full((3, 3), 128, np.uint8))
-    assert read_image(tmp_path / "grey.png").shape == (3, 3, 3)
+    assert read_rgb_float(tmp_path / "grey.png").shape == (3, 3, 3)
     cv2.imwrite(str(tmp_path / "deep.png"), np.full((3, 3, 3), 65535, np.uint16))
-    np.testing.assert_allclose(read_image(tmp_path / "deep.png"), 1.0)
+    np.testing.assert_allclose(read_rgb_float(tmp_path / "deep.png"), 1.0)
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(ImageError, match=r"bad\.png"):
-        read_image(tmp_path / "bad.png")
+        read_rgb_float(tmp_path / "bad.png")
 
 
 # ------------------------------------------------------------------------------------------ layouts
@@ -182,7 +182,7 @@ def test_clean_source_crops_flips_then_degrades(tmp_path):
     for index in range(4):  # replay the documented draw order with the item's own Generator
         rng = np.random.default_rng([5, 2, index])
         assert rng.choice(1, p=[1.0]) == 0
-        img = read_image(paths[int(rng.integers(3))])
+        img = read_rgb_float(paths[int(rng.integers(3))])
         top, left = int(rng.integers(40 - 24 + 1)), int(rng.integers(48 - 24 + 1))
         patch = img[top : top + 24, left : left + 24]
         if rng.random() < 0.5:
@@ -208,7 +208,7 @@ def test_context_degrades_a_larger_window_and_keeps_its_centre(tmp_path):
     for index in range(4):  # the same draw order, on a 28x28 window instead of the 16x16 patch
         rng = np.random.default_rng([5, 0, index])
         assert rng.choice(1, p=[1.0]) == 0
-        img = read_image(paths[int(rng.integers(3))])
+        img = read_rgb_float(paths[int(rng.integers(3))])
         top, left = int(rng.integers(40 - 28 + 1)), int(rng.integers(48 - 28 + 1))
         window = img[top : top + 28, left : left + 28]
         if rng.random() < 0.5:
@@ -232,7 +232,7 @@ def test_identity_source_and_small_images(tmp_path):
     ds = build_dataset({"patch_size": 32, "samples_per_epoch": 6, "sources": [src]})
     for i in range(6):
         item = ds[i]
-        assert item["lq"].shape == (3, 32, 32) and item["task"] == "identity"
+        assert item["lq"].shape == (3, 32, 32) and item["task"] == "clean"
         torch.testing.assert_close(item["lq"], item["gt"])
     with pytest.warns(UserWarning, match="skipping 2 images smaller than 32x32"):
         skipped = build_dataset(
@@ -278,7 +278,7 @@ def test_validation_is_deterministic(tmp_path):
         torch.testing.assert_close(a[i]["lq"], b[i]["lq"], rtol=0, atol=0)
         assert a[i]["lq"].shape == (3, 32, 32)
     assert a[0]["name"] == "000.png"
-    full = read_image(tmp_path / "c" / "000.png")
+    full = read_rgb_float(tmp_path / "c" / "000.png")
     np.testing.assert_array_equal(a[0]["gt"].numpy().transpose(1, 2, 0), full[4:36, 8:40])  # centre crop
     assert not torch.equal(a[0]["lq"], build_dataset(spec, train=False, seed=1)[0]["lq"])
     whole = build_dataset({**spec, "size": None}, train=False)

@@ -12,7 +12,7 @@ from conftest import load_tensors
 from ramir.data import degradations as deg
 from ramir.data import synthetic as syn
 from ramir.data.kernels import apply_kernel, load_levin_kernels, normalize_kernel, trajectory_kernel
-from ramir.data.online import DEGRADATION_KINDS, build_degradation, degradation_options
+from ramir.data.online import DEGRADATIONS, build_degradation, degradation_options
 from ramir.errors import ConfigError, DataError
 
 
@@ -144,14 +144,14 @@ def test_build_degradation_validates_keys():
 
 
 # --------------------------------------------------------------------------------------- synthetic
-@pytest.mark.parametrize("kind", sorted(DEGRADATION_KINDS))
+@pytest.mark.parametrize("kind", sorted(DEGRADATIONS))
 def test_every_kind_is_seeded_shape_preserving_and_fast(kind, photo):
     d = build_degradation(kind)
     a = d(photo, np.random.default_rng(7))
     assert a.shape == photo.shape and a.dtype == np.float32
     assert a.min() >= 0 and a.max() <= 1
     np.testing.assert_array_equal(a, d(photo, np.random.default_rng(7)))
-    if kind != "identity":
+    if kind != "none":
         assert not np.array_equal(a, photo)
         assert not np.array_equal(a, d(photo, np.random.default_rng(8)))
     times = []

@@ -20,8 +20,8 @@ from ramir.checkpoints import load_checkpoint, load_network
 from ramir.cli import main
 from ramir.imagespace import denormalize, normalize
 from ramir.layers import attributable_layers
-from ramir.mac import load_ranking
 from ramir.metrics import psnr, quantize_u8
+from ramir.ranking import load_ranking
 
 TRAIN_PHOTOS = ["astronaut", "colorwheel", "rocket", "immunohistochemistry", "retina", "hubble_deep_field"]
 HELD_OUT = ["chelsea", "coffee"]

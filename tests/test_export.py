@@ -130,3 +130,87 @@ def test_cli_library_errors_are_one_line_naming_the_step(tmp_path, capsys, monke
     monkeypatch.setattr("ramir.checkpoints.load_network", lambda *a, **k: 1 / 0)
     assert main(argv) == 1
     assert "ramir: error: loading " in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def _checkpoint_with_ema(path) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """A small NAFNet checkpoint whose raw and EMA weights differ (the EMA is what restores)."""
+    from ramir.checkpoints import save_checkpoint
+
+    raw, ema = _randomised("nafnet-s", width=8), _randomised("nafnet-s", width=8)
+    with torch.no_grad():
+        for p in ema.parameters():
+            p.mul_(0.5)
+    save_checkpoint(path, raw, ema_state_dict=ema.state_dict(), stage="pretrain")
+    return raw, ema
+
+
+def _onnx_restores_like(path, net: torch.nn.Module, h: int, w: int) -> float:
+    """Largest |onnxruntime - PyTorch| on one [0, 1] image; also checks the file is a valid ONNX model
+    whose graph takes and returns (N, 3, H, W) images."""
+    import onnx
+    import onnxruntime as ort
+
+    from ramir.imagespace import ImageSpaceModel
+
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (inp,), (out,) = session.get_inputs(), session.get_outputs()
+    assert len(inp.shape) == len(out.shape) == 4 and inp.shape[1] == out.shape[1] == 3
+    x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(h * w))
+    (y,) = session.run(None, {inp.name: x.numpy()})
+    with torch.inference_mode():
+        ref = ImageSpaceModel(net).eval()(x).numpy()
+    assert y.shape == ref.shape
+    return float(abs(y - ref).max())
+
+
+def test_cli_exports_the_ema_weights(tmp_path, capsys):
+    from ramir.cli import main
+
+    ckpt = tmp_path / "n.safetensors"
+    raw, ema = _checkpoint_with_ema(ckpt)
+    onnx_path = tmp_path / "n.onnx"
+    assert main(["export", str(ckpt), "-o", str(onnx_path), "--tile", "32"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith(f"wrote {onnx_path} (32x32); max |onnx - torch| = ") and "\n" not in out
+    assert _onnx_restores_like(onnx_path, ema, 32, 32) < 1e-4  # the EMA weights by default
+    assert _onnx_restores_like(onnx_path, raw, 32, 32) > 1e-2  # (which differ from the raw ones)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["n.onnx", "n.safetensors"]
+    # an existing output is refused without --overwrite (and left as it was), replaced with it
+    before = onnx_path.read_bytes()
+    assert main(["export", str(ckpt), "-o", str(onnx_path), "--tile", "32", "--raw"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ramir: error: ") and "exists" in err[0]
+    assert onnx_path.read_bytes() == before
+    assert main(["export", str(ckpt), "-o", str(onnx_path), "--tile", "32", "--raw", "--overwrite"]) == 0
+    assert _onnx_restores_like(onnx_path, raw, 32, 32) < 1e-4  # --raw: the raw weights
+    # (--dynamic: the exporter itself is tested above; through the CLI it would add ~15 s of torch.export)
+
+
+def test_cli_export_bad_input_is_one_line_and_nonzero(tmp_path, capsys):
+    from ramir.cli import main
+
+    ckpt = tmp_path / "n.safetensors"
+    _checkpoint_with_ema(ckpt)
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00not a checkpoint")
+    cases = {
+        "missing checkpoint": ([str(tmp_path / "missing.safetensors")], "missing.safetensors"),
+        "not a checkpoint": ([str(tmp_path / "junk.safetensors")], "junk.safetensors"),
+        "tile off the size multiple": ([str(ckpt), "--tile", "30"], "multiple"),
+        "--expert on a single network": ([str(ckpt), "--expert", "noise"], "not a routed network"),
+    }
+    for what, (args, needle) in cases.items():
+        code = main(["export", *args, "-o", str(tmp_path / "x.onnx")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2, what
+        assert len(err) == 1 and err[0].startswith("ramir: error: ") and needle in err[0], (what, err)
+        assert "Traceback" not in err[0]
+    assert not (tmp_path / "x.onnx").exists()
+    # argparse errors (a missing -o, a tile that is not a number): usage and exit status 2
+    for argv in (["export", str(ckpt)], ["export", str(ckpt), "-o", "x.onnx", "--tile", "big"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
+        assert "ramir export: error:" in capsys.readouterr().err

@@ -2,7 +2,7 @@
 
 Every case restores completely or gives one ``ramir: FILE: REASON`` line (the web: a 4xx, never a 5xx);
 never a traceback, a partial or temporary output, or a touched input. The mutations and the checks live in
-``benchmarks/fuzz_decoders.py``, whose long run draws thousands of cases; here a fixed seed
+``experiments/robustness/fuzz_decoders.py``, whose long run draws thousands of cases; here a fixed seed
 (``derandomize``) and a bounded sample, about 25 s on one busy core: up to 100 CLI and 150 web cases per
 mutation kind (638 and 938: "valid" and "empty" have 19 each), 12 over HTTP, 40 bombs that must be refused
 before any decoder runs, and the 4 inputs that broke the promise before the fixes in ramir.imageio.
@@ -30,9 +30,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.configuration import set_hypothesis_home_dir
 from PIL import Image, ImageFile
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root holds `benchmarks`
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root holds `experiments`
 
-from benchmarks.fuzz_decoders import (
+from experiments.robustness.fuzz_decoders import (
     FUZZ_MAX_PIXELS,
     KINDS,
     Case,

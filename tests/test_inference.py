@@ -346,12 +346,12 @@ def test_twin_mask_restorer_matches_the_formula():
 
 
 # ------------------------------------------------------------------------------------------------ load
-def test_load_without_embedded_model_explains():
-    if default_weights() is not None:
-        pytest.skip("this build ships a default model")
+def test_load_without_embedded_model_explains(no_default_model):
     with pytest.raises(RamirError, match="no embedded default model") as info:
         load()
     assert str(info.value) == NO_DEFAULT_MODEL
+    with pytest.raises(RamirError, match="no embedded default model"):
+        ramir.load(None, device="cpu", backend="torch")
 
 
 def test_architecture_names_need_weights():

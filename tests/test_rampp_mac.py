@@ -25,7 +25,8 @@ from ramir.checkpoints import save_checkpoint
 from ramir.errors import CheckpointError
 from ramir.imagespace import denormalize, normalize
 from ramir.layers import attributable_layers
-from ramir.mac import ORDERS, adasam_order, mac_scores, ranking_from_scores
+from ramir.mac import ORDERS, adasam_order, mac_scores
+from ramir.ranking import ranking_from_scores
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +149,7 @@ def test_generator_files_ramir_and_reference(tmp_path, generator, network):
 
 def test_cli_ranks_with_the_generator_order(tmp_path, network, generator, image, capsys):
     from ramir.cli import main
-    from ramir.data.folders import read_image
+    from ramir.data.folders import read_rgb_float
 
     save_checkpoint(tmp_path / "net.safetensors", network)
     save_mask_generator(tmp_path / "gen.safetensors", generator)
@@ -162,7 +163,7 @@ def test_cli_ranks_with_the_generator_order(tmp_path, network, generator, image,
     doc = json.loads(out.read_text())
     assert doc["settings"]["order"] == "adasam"
     assert doc["settings"]["generator"] == str(tmp_path / "gen.safetensors")
-    read = read_image(tmp_path / "images" / "x.png").transpose(2, 0, 1).copy()
+    read = read_rgb_float(tmp_path / "images" / "x.png").transpose(2, 0, 1).copy()
     crop = normalize(torch.from_numpy(read)[None])
     expected = mac_scores(network, crop, steps=4, order="adasam", mask_generator=generator)
     assert [e["score"] for e in doc["layers"]] == pytest.approx(list(expected.values()), rel=1e-5)

@@ -41,12 +41,29 @@ def test_unknown_model_is_a_clear_error():
         ramir.create_model("nope")
 
 
-def test_nafnet_starts_as_identity():
-    """Zero-initialised residual scales: an untrained NAFNet is a residual net around intro/ending convs."""
-    net = ramir.create_model("nafnet-s").eval()
-    for block in net.modules():
-        if hasattr(block, "beta"):
-            assert torch.count_nonzero(block.beta) == 0 and torch.count_nonzero(block.gamma) == 0
-    x = torch.randn(1, 3, 16, 16)
+def test_nafnet_blocks_start_as_identity():
+    """Zero-initialised residual scales (beta, gamma): every untrained NAF block is exactly the identity,
+    so an untrained NAFNet is the plain conv U-Net around its blocks (not the identity as a whole: the
+    intro/ending convolutions are random)."""
+    torch.manual_seed(0)
+    net = ramir.create_model("nafnet-s", enc_blocks=[1, 2], middle_blocks=1, dec_blocks=[2, 1]).eval()
+    blocks = [m for m in net.modules() if type(m).__name__ == "NAFBlock"]
+    assert len(blocks) == 7
     with torch.no_grad():
-        assert net(x).shape == x.shape
+        for block in blocks:
+            x = torch.randn(2, block.conv1.in_channels, 12, 10)
+            assert torch.equal(block(x), x)
+        x = torch.randn(1, 3, 21, 34)
+        y = net(x)
+        # the same network with every block taken out gives the same output, bit for bit
+        for seq in [*net.encoders, net.middle, *net.decoders]:
+            for i in range(len(seq)):
+                seq[i] = torch.nn.Identity()
+        assert torch.equal(net(x), y)
+        assert not torch.allclose(y, x, atol=1e-3)  # the whole network is not the identity
+        # non-zero scales make the blocks contribute: the checks above are not vacuous
+        block = blocks[0]
+        torch.nn.init.uniform_(block.beta, 0.1, 0.3)
+        torch.nn.init.uniform_(block.gamma, 0.1, 0.3)
+        x = torch.randn(2, block.conv1.in_channels, 12, 10)
+        assert not torch.allclose(block(x), x, atol=1e-4)

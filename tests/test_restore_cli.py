@@ -184,11 +184,11 @@ def test_debug_shows_the_exception(tmp_path, model):
         main(["--debug", "restore", str(tmp_path / "bad.png"), "-o", str(tmp_path / "o"), "--model", model])
 
 
-def test_no_model_and_architecture_names_exit_2(tmp_path, capsys):
+def test_no_model_and_architecture_names_exit_2(tmp_path, capsys, no_default_model):
     _img(tmp_path / "a.png")
-    if default_weights() is None:
-        code, _, err = _run(capsys, str(tmp_path / "a.png"), "-o", str(tmp_path / "o"))
-        assert code == 2 and NO_DEFAULT_MODEL in err
+    code, _, err = _run(capsys, str(tmp_path / "a.png"), "-o", str(tmp_path / "o"))
+    assert code == 2 and err.strip() == f"ramir: error: {NO_DEFAULT_MODEL}"
+    assert not (tmp_path / "o").exists()
     code, _, err = _run(capsys, str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--model", "ram-swinir")
     assert code == 2 and "not trained weights" in err
     assert not (tmp_path / "o").exists()
@@ -245,19 +245,18 @@ def test_onnxruntime_backend_from_the_cli(tmp_path, capsys, model, monkeypatch):
 def test_auto_backend_uses_onnxruntime_for_the_embedded_model_on_cpu(tmp_path, capsys, monkeypatch):
     """Default `--backend auto`: onnxruntime for the embedded model on the CPU (measured ~3x faster),
     PyTorch for any other model or precision; the two give the same image."""
-    import argparse
-
-    from ramir.cli.restore import _wants_onnxruntime
+    from ramir.checkpoints import load_network
+    from ramir.inference import auto_backend
 
     pytest.importorskip("onnxruntime")
     if default_weights() is None:
         pytest.skip("this build ships no default model")
-    base = dict(model=None, precision="fp32", twin_mask=False)
-    on_cpu = argparse.Namespace(device=torch.device("cpu"))
-    assert _wants_onnxruntime(argparse.Namespace(**base), on_cpu)
-    assert not _wants_onnxruntime(argparse.Namespace(**{**base, "model": "x.safetensors"}), on_cpu)
-    assert not _wants_onnxruntime(argparse.Namespace(**{**base, "precision": "bf16"}), on_cpu)
-    assert not _wants_onnxruntime(argparse.Namespace(**base), argparse.Namespace(device=torch.device("cuda")))
+    net, cpu = load_network(default_weights()), torch.device("cpu")
+    assert auto_backend(net, cpu, embedded=True) == "onnxruntime"
+    assert auto_backend(net, cpu, embedded=False) == "torch"  # --model: PyTorch
+    assert auto_backend(net, cpu, precision="bf16", embedded=True) == "torch"
+    assert auto_backend(net, cpu, twin_mask=True, embedded=True) == "torch"
+    assert auto_backend(net, torch.device("cuda"), embedded=True) == "torch"
     monkeypatch.setenv("RAMIR_CACHE", str(tmp_path / "cache"))
     src = _img(tmp_path / "a.png", size=(67, 45))
     assert _run(capsys, str(src), "-o", str(tmp_path / "auto"), "--device", "cpu")[0] == 0

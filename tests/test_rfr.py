@@ -19,8 +19,8 @@ import torch
 
 from conftest import apply_weight_rule, load_json, load_tensors
 from ramir.archs import MODEL_CONFIGS, create_model
-from ramir.archs.rfr import FEATURE_KEYS, RestormerRFR, default_dino_layers, init_from_restormer
-from ramir.checkpoints import detect_architecture, parameter_count, registered_name
+from ramir.archs.rfr import FEATURE_KEYS, RestormerRFR, default_dino_layers
+from ramir.checkpoints import detect_architecture, load_state_dict_adopting, parameter_count, registered_name
 from ramir.errors import CheckpointError
 from ramir.layers import attributable_layers
 from ramir.training.stages import finetune_layers
@@ -288,16 +288,17 @@ def test_reference_pth_loads_strictly_with_its_aliases(tmp_path):
     assert loaded.dino_fusion_mid.gate_network[5].temperature is loaded.dino_fusion_mid.temperature
 
 
-def test_init_from_restormer_keeps_fresh_fusion_layers():
+def test_rfr_adopts_a_restormer_state_keeping_fresh_fusion_layers():
     restormer = create_model("ram-restormer-small")
     model = _tiny_rfr()
     fresh = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("dr_adaptation1")}
-    init_from_restormer(model, restormer.state_dict())
+    load_state_dict_adopting(model, restormer.state_dict())
     sd = model.state_dict()
     assert all(torch.equal(sd[k], v) for k, v in restormer.state_dict().items())
     assert all(torch.equal(sd[k], v) for k, v in fresh.items())
     with pytest.raises(CheckpointError, match="missing keys"):
-        init_from_restormer(model, {k: v for k, v in restormer.state_dict().items() if k != "output.weight"})
+        load_state_dict_adopting(model, {k: v for k, v in restormer.state_dict().items()
+                                         if k != "output.weight"})
 
 
 def test_finetune_selection_keeps_every_fusion_layer(tmp_path):

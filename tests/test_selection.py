@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ramir.layers import attributable_layers
-from ramir.selection import canonical_name, freeze_except, select_layers, trainable_fraction
+from ramir.ranking import canonical_name, freeze_except, select_layers, trainable_fraction
 
 
 class _Attention(nn.Module):

@@ -537,25 +537,36 @@ def test_window_rectangles_tile_the_grid():
         assert bool((seen == 1).all()), (rows, cols, per)
 
 
-def test_global_hooks_see_whole_layer_outputs():
-    """A global forward hook (as profilers and MAC-like tools use) disables the piecewise path."""
+def test_global_hooks_see_whole_layer_outputs_in_observed_execution():
+    """A global forward hook (as profilers and MAC-like tools use) sees whole layer outputs inside
+    observed_execution(), the explicit switch off the piecewise path (torch's process-wide hook
+    registries are not consulted); outside it, the same forward runs its blocks in pieces."""
+    from ramir.archs.common import observed_execution
+
     net = small_net()
-    shapes: dict[str, tuple] = {}
+    shapes: dict[str, list[tuple]] = {}
     names = {m: n for n, m in net.named_modules()}
 
     def hook(module, inputs, output):
         if isinstance(output, torch.Tensor):
-            shapes[names.get(module, "?")] = tuple(output.shape)
+            shapes.setdefault(names.get(module, "?"), []).append(tuple(output.shape))
 
+    x = torch.randn(1, 3, 32, 48, generator=torch.Generator().manual_seed(8))
     handle = torch.nn.modules.module.register_module_forward_hook(hook)
     try:
+        with torch.no_grad(), observed_execution():
+            whole = net(x)
+        observed = dict(shapes)
+        shapes.clear()
         with torch.no_grad():
-            net(torch.randn(1, 3, 32, 48, generator=torch.Generator().manual_seed(8)))
+            pieces = net(x)
     finally:
         handle.remove()
-    assert shapes["layers.0.residual_group.blocks.1.attn.qkv"] == (24, 64, 72)  # 4x6 windows, 3*24 channels
-    assert shapes["layers.0.residual_group.blocks.1.norm1"] == (1, 32 * 48, 24)
-    assert shapes["layers.0.residual_group.blocks.1.mlp.fc1"] == (1, 32 * 48, 48)
+    assert observed["layers.0.residual_group.blocks.1.attn.qkv"] == [(24, 64, 72)]  # 4x6 windows, 3*24 ch
+    assert observed["layers.0.residual_group.blocks.1.norm1"] == [(1, 32 * 48, 24)]
+    assert observed["layers.0.residual_group.blocks.1.mlp.fc1"] == [(1, 32 * 48, 48)]
+    assert shapes.get("layers.0.residual_group.blocks.1.mlp.fc1") != [(1, 32 * 48, 48)]  # not whole
+    assert (whole - pieces).abs().max().item() <= 1e-5
 
 
 def test_one_image_map_reaches_the_convolutions_channels_last():

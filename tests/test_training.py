@@ -20,6 +20,7 @@ import yaml
 from torch import nn
 
 from ramir.errors import ConfigError
+from ramir.layers import attributable_layers
 from ramir.training import Trainer, load_recipe, recipe_from_dict
 from ramir.training.config import apply_overrides, parse_override
 from ramir.training.ema import ModelEma
@@ -600,3 +601,137 @@ def test_resume_with_another_schedule_or_mix_is_refused_unless_allowed(tmp_path)
     remixed["data"] = {"train": {"sources": [{"name": "other", "root": "x", "weight": 2.0}]}}
     with pytest.raises(CheckpointError, match="another data mix"):
         make_trainer(tmp_path, remixed)
+
+
+# --------------------------------------------------------------------------------------------------
+# fine-tuning modes of the shipped tiny recipes (configs/cpu_tiny_*.yaml with --set): from the EMA
+# weights (finetune.init: ema), and every layer (finetune.ratio 1 without a ranking: full fine-tuning
+# from init_from, or plain paired training without it, the paper's baseline)
+
+
+def _tiny_overrides(photos: Path) -> list[str]:
+    """Three steps of two 32-px crops from ``photos``, no validation, nothing saved until the end, and
+    the test process's threads (the recipe's `threads: 2` would change them for later tests)."""
+    noise = f"[{{name: noise, type: clean, root: {photos}, degradation: {{kind: noise, sigma: 25}}}}]"
+    return [
+        f"data.train.sources={noise}", "data.train.patch_size=32", "data.train.samples_per_epoch=8",
+        "data.val=null", "schedule.iterations=3", "schedule.warmup=1", "train.batch_size=2",
+        "train.threads=0", "train.save_every=0", "train.val_every=0", "train.log_every=1",
+    ]
+
+
+@pytest.fixture(scope="module")
+def tiny_pretrained(tmp_path_factory) -> tuple[Path, list[str]]:
+    """``ramir pretrain configs/cpu_tiny_pretrain.yaml`` for three steps with an EMA of decay 0.5, so its
+    raw and EMA weights differ; returns the final checkpoint and the overrides the runs share."""
+    import numpy as np
+    from PIL import Image
+
+    from ramir.cli import main
+
+    root = tmp_path_factory.mktemp("tiny_ft")
+    photos = root / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        smooth = rng.random((8, 8, 3)) * 255
+        Image.fromarray(smooth.astype(np.uint8)).resize((64, 48), Image.BICUBIC).save(photos / f"p{i}.png")
+    overrides = _tiny_overrides(photos)
+    argv = ["pretrain", str(CONFIGS / "cpu_tiny_pretrain.yaml"), "--output", str(root / "pre"),
+            "--no-progress"]
+    for item in [*overrides, "ema.decay=0.5"]:
+        argv += ["--set", item]
+    assert main(argv) == 0
+    return root / "pre" / "final.safetensors", overrides
+
+
+def _finetune_trainer(out: Path, overrides: list[str]) -> Trainer:
+    """A Trainer built from configs/cpu_tiny_finetune.yaml alone (network, stage and data from the recipe)."""
+    recipe = load_recipe(CONFIGS / "cpu_tiny_finetune.yaml", overrides)
+    return Trainer(recipe, output_dir=out, progress=False)
+
+
+def _parameters(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("init", ["ema", "raw"])
+def test_finetune_starts_from_the_chosen_pretrained_weights(tmp_path, tiny_pretrained, init):
+    """``finetune.init: ema`` starts from the EMA weights of the pre-training checkpoint, ``raw`` (the
+    reference) from its raw weights; the layers not selected keep those weights to the bit."""
+    from ramir.checkpoints import load_checkpoint
+    from ramir.cli import main
+
+    pretrained, overrides = tiny_pretrained
+    ckpt = load_checkpoint(pretrained)
+    raw, ema = ckpt.raw_state_dict, ckpt.ema_state_dict
+    differ = {k for k in raw if not torch.equal(raw[k], ema[k])}
+    assert len(differ) > 10  # raw and EMA differ: the comparison can tell them apart
+    start = ema if init == "ema" else raw
+    ranking = tmp_path / "ranking.json"
+    assert main(["mac", str(pretrained), "--method", "random", "--seed", "1", "--out", str(ranking)]) == 0
+    trainer = _finetune_trainer(tmp_path / "ft", [
+        *overrides, f"init_from={pretrained}", f"finetune.ranking={ranking}", f"finetune.init={init}",
+    ])
+    initial = trainer.model.state_dict()
+    assert initial.keys() == start.keys()
+    for key in start:
+        assert torch.equal(initial[key], start[key]), key
+    assert trainer.ema is not None  # the fine-tuning's own EMA starts from the same weights
+    assert all(torch.equal(v, start[k]) for k, v in trainer.ema.state_dict().items())
+
+    selected = trainer.stage.layers
+    assert 0 < len(selected) < len(attributable_layers(trainer.model))
+    before = _parameters(trainer.model)
+    assert trainer.fit().final is not None
+    moved = {n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p.detach())}
+    assert moved == set(trainer.trainable)
+    assert {n.rsplit(".", 1)[0] for n in moved} <= set(selected)
+    tuned = load_checkpoint(tmp_path / "ft" / "final.safetensors").raw_state_dict
+    kept = [k for k in start if k not in moved]
+    assert any(k in differ for k in kept)  # some kept weights tell raw from EMA
+    for key in kept:
+        assert torch.equal(tuned[key], start[key]), key
+
+
+def test_finetune_from_ema_needs_an_ema(tmp_path, tiny_pretrained, capsys):
+    from ramir.checkpoints import load_checkpoint, load_network, save_checkpoint
+    from ramir.cli import main
+
+    pretrained, overrides = tiny_pretrained
+    bare = tmp_path / "no_ema.safetensors"
+    save_checkpoint(bare, load_network(pretrained, prefer_ema=False), stage="pretrain")
+    assert load_checkpoint(bare).ema_state_dict is None
+    argv = ["finetune", str(CONFIGS / "cpu_tiny_finetune.yaml"), "--init", str(bare), "--ratio", "1.0",
+            "--output", str(tmp_path / "ft"), "--no-progress"]
+    for item in [*overrides, "finetune.ranking=null", "finetune.init=ema"]:
+        argv += ["--set", item]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds no EMA weights (finetune.init: ema)" in err[0]
+
+
+@pytest.mark.parametrize("init_from", [True, False], ids=["full_finetune", "plain_baseline"])
+def test_ratio_one_without_a_ranking_trains_every_layer(tmp_path, tiny_pretrained, init_from):
+    """``finetune.ratio: 1`` with no ranking: every attributable layer is selected and every parameter
+    of a layer is trained (RAM-SwinIR's ``mask_token``, used on masked inputs only, is no layer's), starting
+    from ``init_from``'s raw weights, or, without one, from a fresh network (plain paired training)."""
+    from ramir.checkpoints import load_checkpoint
+
+    pretrained, overrides = tiny_pretrained
+    extra = [f"init_from={pretrained}" if init_from else "init_from=null", "finetune.ranking=null",
+             "finetune.ratio=1.0"]
+    trainer = _finetune_trainer(tmp_path / "ft", [*overrides, *extra])
+    names = [n for n, _ in trainer.model.named_parameters()]
+    assert trainer.stage.layers == attributable_layers(trainer.model)
+    # every parameter trains but the mask token, which belongs to no layer (only masked inputs use it)
+    assert trainer.trainable == [n for n in names if n != "mask_token"] and len(names) > 60
+    start = _parameters(trainer.model)
+    if init_from:
+        raw = load_checkpoint(pretrained).raw_state_dict
+        assert all(torch.equal(start[n], raw[n]) for n in names)
+    result = trainer.fit()
+    moved = {n for n, p in trainer.model.named_parameters() if not torch.equal(start[n], p.detach())}
+    assert moved == set(trainer.trainable)
+    meta = load_checkpoint(result.final).metadata
+    assert meta["finetuned_layers"] == attributable_layers(trainer.model)

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
 from ramir import metrics  # noqa: E402
-from ramir.data.folders import list_images, read_image  # noqa: E402
+from ramir.data.folders import list_images, read_rgb_float  # noqa: E402
 from ramir.evaluation import bm3d_denoise, degrade, image_seed  # noqa: E402
 
 
@@ -30,7 +30,7 @@ def main() -> int:
 
     rows = []
     for path in list_images(args.images, recursive=False)[: args.n]:
-        gt_u8 = metrics.quantize_u8(read_image(path))
+        gt_u8 = metrics.quantize_u8(read_rgb_float(path))
         clean = gt_u8.astype(np.float32) / 255.0
         ours = bm3d_denoise(degrade(clean, "noise", args.sigma, image_seed(0, path.stem)), args.sigma)
         rng = np.random.RandomState(image_seed(0, path.stem))

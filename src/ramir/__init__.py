@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ramir.archs import create_model, list_models
+from ramir._version import __version__
+from ramir.archs import Architecture, create_model, list_models, register_architecture
 from ramir.layers import attributable_layers
 from ramir.masking import apply_mask, pixel_mask
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "Architecture",
     "__version__",
     "apply_mask",
     "attributable_layers",
@@ -21,6 +21,8 @@ __all__ = [
     "load_network",
     "mac_scores",
     "pixel_mask",
+    "rank_layers",
+    "register_architecture",
 ]
 
 
@@ -43,6 +45,13 @@ def mac_scores(model, images, **kwargs) -> dict[str, float]:
     from ramir.mac import mac_scores as _mac
 
     return _mac(model, images, **kwargs)
+
+
+def rank_layers(model, images=None, method: str = "mac", **kwargs):
+    """Rank the attributable layers by MAC, integrated gradients or at random (:mod:`ramir.ranking`)."""
+    from ramir.ranking import rank_layers as _rank
+
+    return _rank(model, images, method, **kwargs)
 
 
 def load(name_or_path: str | None = None, device: str = "auto", **kwargs: Any):

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import os
 import pickle
-import re
 import struct
 import warnings
 from collections.abc import Mapping
@@ -31,28 +29,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from ramir.archs import MODEL_CONFIGS, NetworkSpec, build_network, network_spec
+from ramir.archs import (
+    MODEL_CONFIGS,
+    NetworkSpec,
+    architecture_of,
+    architectures,
+    build_network,
+    network_spec,
+)
 from ramir.errors import CheckpointError
 from ramir.fileio import atomic_path
+from ramir.layers import unwrap
 
 FORMAT_VERSION = "1"
 PARAMS, PARAMS_EMA = "params", "params_ema"
 SOURCE_FORMATS = ("ramir", "reference", "lightning", "bare")
 
-# Convs the original PromptIR constructs but never uses in forward; RAM's PromptIR (and ours) omits them.
-UNUSED_PROMPTIR_KEYS = re.compile(r"^(chnl_reduce[123]|reduce_noise_channel_[123])\.(weight|bias)$")
 # State-dict entries that are buffers (constants rebuilt by the constructor), not parameters.
 _BUFFER_SUFFIXES = (".relative_position_index", ".attn_mask")
-
-_UPSAMPLER_PREFIXES = ("conv_before_upsample.", "upsample.", "conv_up1.", "conv_hr.")
-_EXPECTED_KEYS = {
-    "RAM-SwinIR": ("conv_first.weight", "mask_token", "layers.0.residual_group.blocks.0.attn.qkv.weight"),
-    "PromptIR": ("patch_embed.proj.weight", "encoder_level1.0.attn.temperature", "prompt1.prompt_param"),
-    "NAFNet": ("intro.weight", "encoders.0.0.conv1.weight", "ending.weight"),
-    "RAM-Restormer": ("patch_embed.proj.weight", "encoder_level1.0.attn.temperature",
-                      "reduce_chan_level3.weight"),
-    "RAM++ RFR": ("dr_adaptation1.adaptation.0.weight", "dino_fusion_deep.temperature"),
-}
 
 StateDict = dict[str, torch.Tensor]
 
@@ -253,11 +247,14 @@ def _unpack_torch(path: str, obj: Any) -> dict[str, Any]:
     )
 
 
-def _drop_unused_promptir(sd: StateDict) -> tuple[StateDict, list[str]]:
-    if not _looks_like_promptir(sd):
-        return sd, []
-    dropped = [k for k in sd if UNUSED_PROMPTIR_KEYS.match(k)]
-    return {k: v for k, v in sd.items() if k not in dropped}, dropped
+def _drop_unused_keys(sd: StateDict) -> tuple[StateDict, list[str], str]:
+    """Keys that the recognised family's original code defines but never uses (the original
+    PromptIR's convs), with the descriptor's reason; nothing for any other state dict."""
+    for arch in architectures():
+        if arch.unused_keys is not None and arch.looks_like is not None and arch.looks_like(sd):
+            dropped = [k for k in sd if arch.unused_keys.match(k)]
+            return {k: v for k, v in sd.items() if k not in dropped}, dropped, arch.unused_keys_reason
+    return sd, [], ""
 
 
 def load_checkpoint(path_or_state_dict: Any, prefer_ema: bool = True) -> Checkpoint:
@@ -288,18 +285,15 @@ def load_checkpoint(path_or_state_dict: Any, prefer_ema: bool = True) -> Checkpo
     else:
         raise CheckpointError(f"cannot load a checkpoint from a {type(path_or_state_dict).__name__}")
 
-    raw, dropped = _drop_unused_promptir(_strip_prefix(unpacked["raw"], "module."))
+    raw, dropped, why = _drop_unused_keys(_strip_prefix(unpacked["raw"], "module."))
     ema = unpacked["ema"]
     if ema is not None:
-        ema, dropped_ema = _drop_unused_promptir(_strip_prefix(ema, "module."))
-        dropped = sorted(set(dropped) | set(dropped_ema))
+        ema, dropped_ema, why_ema = _drop_unused_keys(_strip_prefix(ema, "module."))
+        dropped, why = sorted(set(dropped) | set(dropped_ema)), why or why_ema
     if not raw:
         raise CheckpointError(f"{where} holds no tensors")
     if dropped:
-        warnings.warn(
-            f"{where}: dropped {len(dropped)} keys of the original PromptIR's unused convs "
-            f"(defined but never called in its forward): {', '.join(dropped)}", stacklevel=2,
-        )
+        warnings.warn(f"{where}: dropped {len(dropped)} keys {why}: {', '.join(dropped)}", stacklevel=2)
     spec = unpacked.get("spec")
     preferred = ema if (prefer_ema and ema is not None) else raw
     if spec is None:
@@ -318,248 +312,15 @@ def load_checkpoint(path_or_state_dict: Any, prefer_ema: bool = True) -> Checkpo
 # detection from keys and shapes
 
 
-def _looks_like_swinir(sd: Mapping[str, torch.Tensor]) -> bool:
-    return "conv_first.weight" in sd and any(k.startswith("layers.0.residual_group.blocks.") for k in sd)
-
-
-def _looks_like_promptir(sd: Mapping[str, torch.Tensor]) -> bool:
-    return "patch_embed.proj.weight" in sd and any(k.startswith("encoder_level1.") for k in sd)
-
-
-def _shape(sd: Mapping[str, torch.Tensor], key: str, arch: str) -> tuple[int, ...]:
-    if key not in sd:
-        raise CheckpointError(f"looks like {arch} but has no {key!r}")
-    return tuple(sd[key].shape)
-
-
-def _indices(sd: Mapping[str, torch.Tensor], pattern: str, arch: str) -> list[int]:
-    """Sorted indices captured by ``pattern`` (one group), checked to run 0..n-1."""
-    found = sorted({int(m.group(1)) for k in sd if (m := re.match(pattern, k))})
-    if found != list(range(len(found))):
-        raise CheckpointError(f"looks like {arch} but the indices of {pattern!r} are not 0..n-1: {found}")
-    return found
-
-
-def _ratio(hidden: int, dim: int) -> float | int:
-    """The simplest r with int(dim * r) == hidden (an int when exact)."""
-    if hidden % dim == 0:
-        return hidden // dim
-    for decimals in range(1, 8):
-        r = round(math.ceil(hidden / dim * 10**decimals) / 10**decimals, decimals)
-        if int(dim * r) == hidden:
-            return r
-    return hidden / dim
-
-
-def _detect_swinir(sd: Mapping[str, torch.Tensor]) -> NetworkSpec:
-    arch = "RAM-SwinIR"
-    conv_first = _shape(sd, "conv_first.weight", arch)
-    upsampler_keys = [k for k in sd if k.startswith(_UPSAMPLER_PREFIXES)]
-    if "mask_token" not in sd or upsampler_keys:
-        signs = ["no mask_token"] if "mask_token" not in sd else []
-        if conv_first[2:] != (1, 1):
-            signs.append(f"{conv_first[2]}x{conv_first[3]} conv_first")
-        if upsampler_keys:
-            signs.append(f"up-sampler keys such as {upsampler_keys[0]}")
-        raise CheckpointError(
-            f"this is an original SwinIR checkpoint ({', '.join(signs)}), not RAM-SwinIR: RAM-SwinIR has a "
-            "1x1 conv_first, a mask_token and no mean shift or up-sampler, so original SwinIR weights "
-            "cannot be loaded into it"
-        )
-    embed_dim, in_chans = conv_first[0], conv_first[1]
-    layers = _indices(sd, r"^layers\.(\d+)\.residual_group\.blocks\.\d+\.", arch)
-    depths, heads = [], []
-    window_size = None
-    for i in layers:
-        blocks = _indices(sd, rf"^layers\.{i}\.residual_group\.blocks\.(\d+)\.", arch)
-        depths.append(len(blocks))
-        table = _shape(sd, f"layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table", arch)
-        heads.append(table[1])
-        side = math.isqrt(table[0])
-        if side * side != table[0] or side % 2 == 0:
-            raise CheckpointError(
-                f"relative_position_bias_table of layer {i} has {table[0]} rows, not (2w-1)^2"
-            )
-        window_size = window_size or (side + 1) // 2
-    hidden, dim = _shape(sd, "layers.0.residual_group.blocks.0.mlp.fc1.weight", arch)
-    token = tuple(sd["mask_token"].shape)  # (1, 3, img_size, img_size)
-    if len(token) != 4 or token[-1] != token[-2]:
-        raise CheckpointError(f"RAM-SwinIR mask_token has shape {token}, expected (1, 3, S, S)")
-    kwargs: dict[str, Any] = dict(
-        img_size=token[-1], patch_size=1, in_chans=in_chans, embed_dim=embed_dim, depths=depths,
-        num_heads=heads, mlp_ratio=_ratio(hidden, dim), window_size=window_size, upscale=1,
-    )
-    # Only arguments that differ from the reference defaults, so specs compare equal to the registry's.
-    if "layers.0.residual_group.blocks.0.attn.qkv.bias" not in sd:
-        kwargs["qkv_bias"] = False
-    if "absolute_pos_embed" in sd:
-        kwargs["ape"] = True
-    if "patch_embed.norm.weight" not in sd:
-        kwargs["patch_norm"] = False
-    if "layers.0.conv.0.weight" in sd:
-        kwargs["resi_connection"] = "3conv"
-    if conv_first[2:] == (3, 3):
-        kwargs["first_type"] = "3x3"  # RAM-SwinIR's option; with a mask_token it is still RAM's network
-    return NetworkSpec("swinir", kwargs)
-
-
-_PROMPTIR_DEFAULTS: dict[str, Any] = dict(
-    inp_channels=3, out_channels=3, dim=48, num_blocks=[4, 6, 6, 8], num_refinement_blocks=4,
-    heads=[1, 2, 4, 8], ffn_expansion_factor=2.66, bias=False, LayerNorm_type="WithBias",
-    prompt_dims=[64, 128, 320], prompt_len=5, prompt_sizes=[64, 32, 16],
-)
-
-
-def _expansion_factor(pairs: list[tuple[int, int]]) -> float:
-    """PromptIR's GDFN hidden width is int(channels * f): find f matching every block (2.66 if it does)."""
-    def fits(f: float) -> bool:
-        return all(int(d * f) == h for d, h in pairs)
-
-    if fits(2.66):
-        return 2.66
-    lo = max(h / d for d, h in pairs)
-    for decimals in range(0, 8):
-        f = round(math.ceil(lo * 10**decimals) / 10**decimals, decimals)
-        if fits(f):
-            return float(f)
-    raise CheckpointError(f"no ffn_expansion_factor fits the GDFN widths (channels, hidden) {pairs[:5]}")
-
-
-def _detect_promptir(sd: Mapping[str, torch.Tensor]) -> NetworkSpec:
-    arch = "PromptIR"
-    dim, inp = _shape(sd, "patch_embed.proj.weight", arch)[:2]
-    out = _shape(sd, "output.weight", arch)[0]
-    levels = ("encoder_level1", "encoder_level2", "encoder_level3", "latent")
-    num_blocks = [len(_indices(sd, rf"^{name}\.(\d+)\.", arch)) for name in levels]
-    heads = [_shape(sd, f"{name}.0.attn.temperature", arch)[0] for name in levels]
-    refinement = len(_indices(sd, r"^refinement\.(\d+)\.", arch))
-    pairs = sorted({tuple(v.shape[:2]) for k, v in sd.items() if k.endswith(".ffn.project_out.weight")})
-    if not pairs:
-        raise CheckpointError("looks like PromptIR but has no '*.ffn.project_out.weight'")
-    found: dict[str, Any] = dict(
-        inp_channels=inp, out_channels=out, dim=dim, num_blocks=num_blocks,
-        num_refinement_blocks=refinement, heads=heads, ffn_expansion_factor=_expansion_factor(pairs),
-        bias="encoder_level1.0.attn.qkv.bias" in sd,
-        LayerNorm_type="WithBias" if "encoder_level1.0.norm1.body.bias" in sd else "BiasFree",
-    )
-    decoder = "prompt1.prompt_param" in sd
-    if decoder:  # prompt_param: (1, prompt_len, prompt_dim, size, size)
-        shapes = [_shape(sd, f"prompt{i}.prompt_param", arch) for i in (1, 2, 3)]
-        found.update(prompt_dims=[s[2] for s in shapes], prompt_len=shapes[0][1],
-                     prompt_sizes=[s[3] for s in shapes])
-    kwargs: dict[str, Any] = {"decoder": decoder}
-    kwargs.update({k: v for k, v in found.items() if v != _PROMPTIR_DEFAULTS[k]})
-    return NetworkSpec("promptir", kwargs)
-
-
-def _looks_like_restormer(sd: Mapping[str, torch.Tensor]) -> bool:
-    """PromptIR's keys without any prompt or prompt-fusion module (RAM++'s RAM-Restormer)."""
-    return _looks_like_promptir(sd) and "reduce_chan_level3.weight" in sd and not any(
-        k.startswith(("prompt", "noise_level", "reduce_noise_level")) for k in sd
-    ) and not _looks_like_rfr(sd)
-
-
-def _looks_like_rfr(sd: Mapping[str, torch.Tensor]) -> bool:
-    """RAM++'s RFR: RAM-Restormer's keys plus the DINOv2 fusion modules."""
-    return "dino_fusion_deep.temperature" in sd and "dr_adaptation1.adaptation.0.weight" in sd
-
-
-# DINOv2 width -> (hub name, depth): which backbone an RFR checkpoint was made for, as the weights only
-# tell the width; RAMIR_DINOV2 or --dino overrides the name.
-_DINOV2_BY_WIDTH = {384: ("facebook/dinov2-small", 12), 768: ("facebook/dinov2-base", 12),
-                    1024: ("facebook/dinov2-large", 24), 1536: ("facebook/dinov2-giant", 40)}
-
-
-def _detect_rfr(sd: Mapping[str, torch.Tensor]) -> NetworkSpec:
-    """RFR: the RAM-Restormer reading of the shared keys, the DINOv2 width from the adapter."""
-    from ramir.archs.rfr import RFR_PREFIXES, default_dino_layers
-
-    base = _detect_restormer({k: v for k, v in sd.items() if not k.startswith(RFR_PREFIXES)})
-    dino_dim = _shape(sd, "dr_adaptation1.adaptation.0.weight", "RFR")[1]
-    if dino_dim not in _DINOV2_BY_WIDTH:
-        raise CheckpointError(f"RFR checkpoint for a {dino_dim}-wide backbone: not a DINOv2 width "
-                              f"({', '.join(map(str, _DINOV2_BY_WIDTH))})")
-    name, depth = _DINOV2_BY_WIDTH[dino_dim]
-    kwargs = dict(base.kwargs, dino_model=name, dino_dim=dino_dim,
-                  dino_layers=list(default_dino_layers(depth)))
-    gate_hidden = _shape(sd, "dino_fusion_deep.gate_network.2.weight", "RFR")[0]
-    if gate_hidden != 512:
-        kwargs["gate_hidden"] = gate_hidden
-    return NetworkSpec("rfr", kwargs)
-
-
-_RESTORMER_DEFAULTS: dict[str, Any] = dict(
-    inp_channels=3, out_channels=3, dim=48, num_blocks=[4, 6, 6, 8], num_refinement_blocks=4,
-    heads=[1, 2, 4, 8], ffn_expansion_factor=2.66, bias=False, LayerNorm_type="WithBias",
-)
-
-
-def _detect_restormer(sd: Mapping[str, torch.Tensor]) -> NetworkSpec:
-    """RAM-Restormer (``AdaSAM_RestormerWoskip``): the PromptIR reading of shapes, without prompts.
-
-    The published Restormer has the same keys and shapes but adds its input to the output; its
-    weights load here and then run without that skip (keys cannot tell the two apart)."""
-    arch = "RAM-Restormer"
-    dim, inp = _shape(sd, "patch_embed.proj.weight", arch)[:2]
-    levels = ("encoder_level1", "encoder_level2", "encoder_level3", "latent")
-    pairs = sorted({tuple(v.shape[:2]) for k, v in sd.items() if k.endswith(".ffn.project_out.weight")})
-    if not pairs:
-        raise CheckpointError("looks like RAM-Restormer but has no '*.ffn.project_out.weight'")
-    found: dict[str, Any] = dict(
-        inp_channels=inp, out_channels=_shape(sd, "output.weight", arch)[0], dim=dim,
-        num_blocks=[len(_indices(sd, rf"^{name}\.(\d+)\.", arch)) for name in levels],
-        num_refinement_blocks=len(_indices(sd, r"^refinement\.(\d+)\.", arch)),
-        heads=[_shape(sd, f"{name}.0.attn.temperature", arch)[0] for name in levels],
-        ffn_expansion_factor=_expansion_factor(pairs), bias="encoder_level1.0.attn.qkv.bias" in sd,
-        LayerNorm_type="WithBias" if "encoder_level1.0.norm1.body.bias" in sd else "BiasFree",
-    )
-    return NetworkSpec("restormer", {k: v for k, v in found.items() if v != _RESTORMER_DEFAULTS[k]})
-
-
-def _looks_like_nafnet(sd: Mapping[str, torch.Tensor]) -> bool:
-    return "intro.weight" in sd and "ending.weight" in sd and any(k.startswith("downs.") for k in sd)
-
-
-def _detect_nafnet(sd: Mapping[str, torch.Tensor]) -> NetworkSpec:
-    """NAFNet: width from ``intro``, blocks per level from the block indices, expansions from conv shapes."""
-    width, in_chans = _shape(sd, "intro.weight", "NAFNet")[:2]
-    levels = _indices(sd, r"downs\.(\d+)\.", "NAFNet")  # every level has one, even without blocks
-
-    def blocks(prefix: str, level: int | None = None) -> int:
-        head = f"{prefix}.{level}." if level is not None else f"{prefix}."
-        return len({k[len(head):].split(".")[0] for k in sd if k.startswith(head) and k.endswith(".beta")})
-
-    enc = [blocks("encoders", i) for i in range(len(levels))]
-    dec = [blocks("decoders", i) for i in range(len(levels))]
-    first = next((k[: -len(".norm1.weight")] for k in sd if k.endswith(".norm1.weight")), None)
-    if first is None:
-        raise CheckpointError("looks like NAFNet but has no blocks (no '*.norm1.weight')")
-    ch = _shape(sd, f"{first}.norm1.weight", "NAFNet")[0]
-    kwargs: dict[str, Any] = {
-        "in_chans": in_chans, "width": width, "enc_blocks": enc, "middle_blocks": blocks("middle"),
-        "dec_blocks": dec, "dw_expand": _shape(sd, f"{first}.conv1.weight", "NAFNet")[0] // ch,
-        "ffn_expand": _shape(sd, f"{first}.conv4.weight", "NAFNet")[0] // ch,
-    }
-    return NetworkSpec("nafnet", kwargs)
-
-
-_DETECTORS = (
-    ("swinir", _looks_like_swinir, _detect_swinir),
-    ("rfr", _looks_like_rfr, _detect_rfr),
-    ("restormer", _looks_like_restormer, _detect_restormer),  # before PromptIR, whose keys it shares
-    ("promptir", _looks_like_promptir, _detect_promptir),
-    ("nafnet", _looks_like_nafnet, _detect_nafnet),
-)
-
-
 def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> NetworkSpec:
-    """Recognise RAM-SwinIR, PromptIR, RAM-Restormer or NAFNet from key names; read the constructor
-    arguments from shapes."""
+    """Recognise the network family from key names (each architecture's descriptor, in registration
+    order) and read its constructor arguments from shapes."""
     sd = _strip_prefix(state_dict, "module.")
-    for _arch, looks_like, detect in _DETECTORS:
-        if looks_like(sd):
-            return detect(sd)
-    expected = "; ".join(f"{name}: {', '.join(keys)}" for name, keys in _EXPECTED_KEYS.items())
+    known = architectures()
+    for arch in known:
+        if arch.looks_like is not None and arch.detect is not None and arch.looks_like(sd):
+            return NetworkSpec(arch.name, arch.detect(sd))
+    expected = "; ".join(f"{a.title}: {', '.join(a.expected_keys)}" for a in known if a.expected_keys)
     raise CheckpointError(
         f"unknown network: expected keys such as ({expected}); found {_fmt_keys(list(sd)) or 'no keys'}"
     )
@@ -602,6 +363,16 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
     model.load_state_dict(dict(state_dict), strict=True)
 
 
+def load_state_dict_adopting(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str = ""
+) -> None:
+    """:func:`load_state_dict_strict`, after the network's family has completed a state dict of
+    another family it starts from (RAM++: an RFR network from a RAM-Restormer checkpoint)."""
+    arch = architecture_of(model)
+    adopted = arch.adopt_state(model, state_dict) if arch is not None and arch.adopt_state else None
+    load_state_dict_strict(model, state_dict if adopted is None else adopted, what)
+
+
 def load_network(
     path_or_state_dict: Any, prefer_ema: bool = True, device: str | torch.device = "cpu"
 ) -> nn.Module:
@@ -619,18 +390,6 @@ def _short_kwargs(kwargs: Mapping[str, Any]) -> str:
 
 # --------------------------------------------------------------------------------------------------
 # writing
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The network itself: look through DDP's ``.module`` and ImageSpaceModel's ``.network`` wrappers."""
-    while getattr(model, "ramir_spec", None) is None:
-        inner = getattr(model, "module", None)  # DistributedDataParallel / DataParallel
-        if not isinstance(inner, nn.Module):
-            inner = getattr(model, "network", None)
-            if not isinstance(inner, nn.Module) or network_spec(inner) is None:
-                break  # a plain model: save it as it is
-        model = inner
-    return model
 
 
 def _prepare(sd: Mapping[str, Any], prefix: str, seen: set[int], what: str) -> StateDict:
@@ -663,10 +422,10 @@ def save_checkpoint(
     """
     from safetensors.torch import save_file
 
-    from ramir import __version__
+    from ramir._version import __version__
 
     if isinstance(model_or_state_dict, nn.Module):
-        net = _unwrap(model_or_state_dict)
+        net = unwrap(model_or_state_dict)
         spec = spec or network_spec(net)
         state_dict: Mapping[str, Any] = net.state_dict()
     elif isinstance(model_or_state_dict, Mapping):
@@ -675,7 +434,7 @@ def save_checkpoint(
         kind = type(model_or_state_dict).__name__
         raise TypeError(f"save_checkpoint needs a module or a state dict, not {kind}")
     if isinstance(ema_state_dict, nn.Module):
-        ema_state_dict = _unwrap(ema_state_dict).state_dict()
+        ema_state_dict = unwrap(ema_state_dict).state_dict()
     seen: set[int] = set()
     tensors = _prepare(state_dict, PARAMS, seen, "state dict")
     if ema_state_dict is not None:

@@ -37,7 +37,8 @@ class DemoResult:
     seconds: float
 
 
-def _photo(name: str) -> np.ndarray:
+def clean_photo(name: str) -> np.ndarray:
+    """``skimage.data.<name>()`` as float32 RGB in [0, 1] (grey repeated to 3 channels, alpha dropped)."""
     from skimage import data
 
     img = getattr(data, name)()
@@ -56,17 +57,18 @@ def _save_png(path: Path, rgb01: np.ndarray) -> None:
 
 def run_demo(out_dir: str | Path, model: str | None = None, device: str = "auto") -> list[DemoResult]:
     """Degrade, restore and write every case of :data:`CASES` under ``out_dir``."""
-    import ramir
     from ramir.evaluation import degrade
     from ramir.imageio import compare_image
+    from ramir.inference import load
     from ramir.metrics import psnr
 
-    out = Path(out_dir)
+    # PyTorch: for seven small photos a first-run ONNX export would cost more than it saves
+    restorer = load(model, device=device, backend="torch")
+    out = Path(out_dir)  # created once the model has loaded: a failed start leaves nothing behind
     out.mkdir(parents=True, exist_ok=True)
-    restorer = ramir.load(model, device=device)
     results = []
     for name, photo, kind, level, seed in CASES:
-        clean = _photo(photo)
+        clean = clean_photo(photo)
         degraded = degrade(clean, kind, level, seed)
         t0 = time.perf_counter()
         restored = restorer.restore(degraded)

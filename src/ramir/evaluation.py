@@ -46,50 +46,22 @@ from ramir.errors import ConfigError, DataError, reject_unknown_keys
 from ramir.fileio import atomic_path
 
 METRICS = ("psnr_reference", "ssim_reference", "psnr_skimage", "ssim_skimage")
+
+
+def _registry():
+    from ramir.data.online import DEGRADATIONS as registry
+
+    return registry
+
 REFERENCE_CROP = 4
 # OpenCV NLM strength per noise sigma. Mean reference PSNR on 256x256 crops of skimage's astronaut,
 # chelsea and coffee at sigma 15/25/50: h = 0.4: 27.98/24.89/22.40, 0.5: 28.74/26.29/24.04,
 # 0.6: 29.12/26.96/24.34, 0.8: 29.10/26.89/23.46, 1.0: 28.47/26.07/22.81 dB.
 NLM_H_PER_SIGMA = 0.6
 
-_SYNTHETIC = {  # kind -> (function in ramir.data.synthetic, keyword the level fixes)
-    "haze": ("random_haze", "beta"),
-    "rain": ("random_rain", "density"),
-    "low_light": ("random_low_light", "exposure"),
-    "motion": ("random_motion_blur", "length"),
-}
-
-
-def _default_range(kind: str) -> str:
-    """The range a synthetic degradation draws its level from when none is given, read from the
-    function's signature so that this help never drifts from ramir.data.synthetic."""
-    import inspect
-
-    from ramir.data import synthetic
-
-    fn_name, key = _SYNTHETIC[kind]
-    lo, hi = inspect.signature(getattr(synthetic, fn_name)).parameters[key].default
-    return f"default random in {lo:g}-{hi:g}"
-
-
-# degradation name -> what it is (shown in --help and in the report)
-DEGRADATIONS: dict[str, str] = {
-    "none": "no degradation: the clean photo itself (what a model must leave alone)",
-    "noise": "additive Gaussian noise, LEVEL = sigma on 0-255 (paper: 15, 25, 50)",
-    "blur": "Gaussian blur, 15x15 kernel, LEVEL = sigma (default 2.0)",
-    "jpeg": "JPEG compression, LEVEL = quality (default 50)",
-    "poisson": "out of distribution: Poisson shot noise, LEVEL = strength (1 = one photon per level)",
-    "speckle": "out of distribution: multiplicative noise, LEVEL = std (e.g. 0.1, 0.2)",
-    "salt_pepper": "out of distribution: impulse noise, LEVEL = fraction of pixels (e.g. 0.01, 0.05)",
-    "haze": f"synthetic haze, LEVEL = beta (thickness; {_default_range('haze')})",
-    "rain": f"synthetic rain streaks, LEVEL = density ({_default_range('rain')})",
-    "low_light": f"synthetic low light, LEVEL = exposure ({_default_range('low_light')})",
-    "motion": f"synthetic camera-shake blur, LEVEL = path length in px ({_default_range('motion')})",
-}
-_ALIASES = {
-    "identity": "none", "clean": "none", "lowlight": "low_light", "saltpepper": "salt_pepper",
-    "sp": "salt_pepper", "gaussian": "noise",
-}
+# degradation name -> what it is (shown in --help and in the report): the one registry of
+# ramir.data.online, whose random draws training uses and whose fixed levels are evaluated here
+DEGRADATIONS: dict[str, str] = {name: kind.help for name, kind in _registry().items()}
 # paired layouts tried, in order, when a task names none (see ramir.data.folders.LAYOUTS)
 AUTO_LAYOUTS = ("input_target", "sots_outdoor", "gopro", "lol_v1", "lol_v2")
 
@@ -125,11 +97,9 @@ class TaskSpec:
 
 
 def canonical_degradation(kind: str) -> str:
-    k = kind.strip().lower().replace("-", "_")
-    k = _ALIASES.get(k, k)
-    if k not in DEGRADATIONS:
-        raise ConfigError(f"unknown degradation {kind!r}; choose from {', '.join(DEGRADATIONS)}")
-    return k
+    from ramir.data.online import canonical_kind
+
+    return canonical_kind(kind)
 
 
 def detect_layout(root: Path) -> str:
@@ -341,19 +311,9 @@ def image_seed(seed: int, name: str) -> int:
 
 def degrade(clean01: np.ndarray, kind: str, level: float | None, seed: int) -> np.ndarray:
     """A deterministic degradation of a float32 RGB [0, 1] image (see the module docstring)."""
-    if kind == "none":
-        return np.asarray(clean01, dtype=np.float32).copy()
-    if kind in _SYNTHETIC:
-        from ramir.data import synthetic
+    from ramir.data.online import degrade_at_level
 
-        fn_name, key = _SYNTHETIC[kind]
-        kwargs = {} if level is None else {key: float(level)}
-        out = getattr(synthetic, fn_name)(clean01, np.random.default_rng(seed), **kwargs)
-    else:
-        from ramir.data.degradations import degrade_for_test
-
-        out = degrade_for_test(clean01, kind, level, seed)
-    return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
+    return degrade_at_level(clean01, kind, level, seed)
 
 
 @dataclass
@@ -397,22 +357,22 @@ def task_files(task: TaskSpec) -> list[tuple[str, Path, Path | None]]:
 
 def iter_samples(task: TaskSpec, max_images: int | None = None) -> Iterator[Sample]:
     """The (degraded, target) pairs of a task, in file-name order."""
-    from ramir.data.folders import read_image
+    from ramir.data.folders import read_rgb_float
 
     files = task_files(task)
     if max_images is not None:
         files = files[: max(0, int(max_images))]
     for name, inp, tgt in files:
         if tgt is not None:
-            lq = read_image(inp)
-            gt_u8 = metrics.quantize_u8(read_image(tgt))
+            lq = read_rgb_float(inp)
+            gt_u8 = metrics.quantize_u8(read_rgb_float(tgt))
             if lq.shape != gt_u8.shape:
                 raise DataError(
                     f"task {task.name!r}: {inp.name} is {lq.shape[1]}x{lq.shape[0]} but its target "
                     f"{tgt.name} is {gt_u8.shape[1]}x{gt_u8.shape[0]}"
                 )
         else:
-            gt_u8 = metrics.quantize_u8(read_image(inp))
+            gt_u8 = metrics.quantize_u8(read_rgb_float(inp))
             clean01 = gt_u8.astype(np.float32) / np.float32(255.0)
             lq = degrade(clean01, task.degradation, task.level, image_seed(task.seed, name))
         yield Sample(name, lq, gt_u8)
@@ -623,19 +583,15 @@ def evaluate(
 
 
 # --------------------------------------------------------------------------------------- crops
-def centre_crop_box(h: int, w: int, size: int) -> tuple[int, int, int, int]:
-    ch, cw = min(size, h), min(size, w)
-    y0, x0 = (h - ch) // 2, (w - cw) // 2
-    return y0, x0, y0 + ch, x0 + cw
-
-
 def side_by_side(
     sample: Sample, outputs: list[tuple[Method, np.ndarray | None]], rows: list[dict[str, Any]], size: int
 ) -> Any:
     """input | each method | target, the same centre crop of each, labelled with the reference PSNR."""
     from PIL import Image, ImageDraw
 
-    y0, x0, y1, x1 = centre_crop_box(*sample.gt_u8.shape[:2], size)
+    from ramir.data.datasets import centre_box
+
+    y0, x0, y1, x1 = centre_box(*sample.gt_u8.shape[:2], size)
     psnr_of = {r["method"]: r["psnr_reference"] for r in rows}
 
     def label(text: str, method: str) -> str:
@@ -672,7 +628,7 @@ def _fmt(x: float | None, digits: int) -> str:
 
 
 def results_dict(result: EvaluationResult) -> dict[str, Any]:
-    from ramir import __version__
+    from ramir._version import __version__
 
     summary = result.summary()
     return {
@@ -750,7 +706,7 @@ def _table(result: EvaluationResult, summary: dict, psnr_key: str, ssim_key: str
 
 
 def report_markdown(result: EvaluationResult) -> str:
-    from ramir import __version__
+    from ramir._version import __version__
 
     s = result.settings
     summary = result.summary()

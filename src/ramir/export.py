@@ -20,12 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ramir import __version__
-from ramir.archs import network_spec
+from ramir._version import __version__
+from ramir.archs import architecture_of, network_multiple, network_spec
 from ramir.errors import RamirError
 from ramir.fileio import atomic_path
 from ramir.imagespace import ImageSpaceModel
-from ramir.inference import network_multiple
 
 
 @dataclass
@@ -53,6 +52,9 @@ def export_onnx(
         import onnx  # noqa: F401 - needed to write the metadata (and by the dynamic exporter)
     except ImportError:
         raise RamirError("ONNX export needs the onnx package: pip install 'ramir[onnx]'") from None
+    arch = architecture_of(network)
+    if arch is not None and not arch.exportable:
+        raise RamirError(f"{arch.title} networks cannot be exported to ONNX")
     multiple = network_multiple(network)
     if tile % multiple:
         raise RamirError(f"tile {tile} is not a multiple of the network's size multiple {multiple}")

@@ -42,104 +42,24 @@ import numpy as np
 import torch
 from torch import nn
 
+from ramir.archs import bytes_per_pixel, network_multiple
+from ramir.archs.descriptor import FALLBACK_BYTES_PER_PIXEL
+from ramir.devices import free_memory, resolve_device
 from ramir.errors import CheckpointError, ImageError, RamirError
 from ramir.imagespace import denormalize, normalize
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime")  # what a Restorer runs; load() also takes "auto"
 DEFAULT_OVERLAP = 32
 DEFAULT_WEIGHTS = "default.safetensors"
 NO_DEFAULT_MODEL = (
     "no embedded default model is shipped in this build yet; pass --model PATH (a RAM checkpoint)"
 )
 
-# Peak activation bytes per input pixel of one forward pass in fp32 under inference_mode (estimates,
-# deliberately generous: a wrong guess costs one out-of-memory retry on a GPU, or swap on a CPU).
-_FALLBACK_BYTES_PER_PIXEL = 16_384
 
 
 class _ReducedPrecisionFailed(Exception):
     """Internal: a bf16/fp16 pass gave non-finite values; redo the image in fp32."""
-
-
-# ---------------------------------------------------------------------------------------- network facts
-def _candidates(network: nn.Module) -> Iterator[nn.Module]:
-    yield network
-    for attr in ("module", "network", "_orig_mod"):
-        inner = getattr(network, attr, None)
-        if isinstance(inner, nn.Module):
-            yield from _candidates(inner)
-
-
-def network_multiple(network: nn.Module) -> int:
-    """The size multiple a network pads its input to (SwinIR: its window, PromptIR: 16, NAFNet: 2**levels).
-
-    Read from the recorded spec, else from attributes; 1 when nothing is known.
-    """
-    from ramir.archs import network_spec
-
-    spec = network_spec(network)
-    if spec is not None:
-        if spec.arch == "swinir":
-            return int(spec.kwargs.get("window_size", 7))
-        if spec.arch == "promptir":
-            return 16
-    for net in _candidates(network):
-        for attr in ("size_multiple", "pad_multiple", "window_size"):
-            value = getattr(net, attr, None)
-            if isinstance(value, int) and value > 0:
-                return value
-        if type(net).__name__.lower() == "promptir":
-            return 16
-    return 1
-
-
-def bytes_per_pixel(network: nn.Module) -> int:
-    """Estimated peak fp32 activation bytes per pixel of a forward pass (drives ``tile="auto"``).
-
-    SwinIR: tokens of ``embed_dim`` (x, LayerNorm, q/k/v, attention output, MLP hidden at ``mlp_ratio``)
-    plus the ``heads x window²`` attention matrix and its softmax. PromptIR: its widest full-resolution
-    stage (decoder level 1 at 96 channels, gated FFN of 2 x 255 channels) plus skip tensors.
-    """
-    from ramir.archs import network_spec
-
-    spec = network_spec(network)
-    if spec is None:
-        return _FALLBACK_BYTES_PER_PIXEL
-    kw = spec.kwargs
-    if spec.arch == "swinir":
-        dim = int(kw.get("embed_dim", 96))
-        heads = max(kw.get("num_heads", [6]) or [6])
-        ws = int(kw.get("window_size", 7))
-        mlp = float(kw.get("mlp_ratio", 4.0))
-        floats = dim * (10 + 2 * mlp) + 2 * heads * ws * ws
-        return int(4 * floats)  # ram-swinir-small, 1 MP on the CPU: 1.3 KB/pixel measured, 2.4 estimated
-    if spec.arch == "promptir":
-        dim = int(kw.get("dim", 48))
-        return int(4 * dim * 40 * 1.5)
-    if spec.arch == "nafnet":
-        width = int(kw.get("width", 32))
-        return int(4 * width * 16 * 1.5)
-    return _FALLBACK_BYTES_PER_PIXEL
-
-
-def free_memory(device: torch.device) -> int | None:
-    """Bytes free for activations on ``device`` (None when unknown)."""
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return int(free)
-    if device.type == "mps":
-        with contextlib.suppress(Exception):
-            return int(torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory())
-        return None
-    try:  # Linux: MemAvailable counts reclaimable page cache, unlike MemFree
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def _round_to(value: int, multiple: int) -> int:
@@ -322,25 +242,7 @@ def _batches(row: list, size: int) -> Iterator[list]:
 
 
 def _resolve_device(device: str | torch.device | None, network: nn.Module | None = None) -> torch.device:
-    if device is None or device == "auto":
-        if device is None and network is not None:
-            p = next(iter(network.parameters()), None)
-            if p is not None:
-                return p.device
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RamirError("--device cuda: CUDA is not available on this machine (use --device cpu)")
-    if dev.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise RamirError("--device mps: Apple's MPS backend is not available on this machine")
-    return dev
+    return resolve_device(device, network=network)
 
 
 def restore_tensor(
@@ -378,7 +280,7 @@ def restore_tensor(
     multiple = multiple or (network_multiple(module) if module is not None else 1)
     n, _c, h, w = x01.shape
     if tile == "auto":
-        est = bpp or (bytes_per_pixel(module) if module is not None else _FALLBACK_BYTES_PER_PIXEL)
+        est = bpp or (bytes_per_pixel(module) if module is not None else FALLBACK_BYTES_PER_PIXEL)
         budget = activation_budget(h, w, n, max_memory)
         tile = auto_tile(h, w, bpp=est, device=dev, multiple=multiple, images=n, budget=budget)
     elif isinstance(tile, str):
@@ -678,10 +580,11 @@ def _load_checkpoint_network(path: Path, device: torch.device) -> nn.Module:
         network = load_network(path, prefer_ema=True, device=device)
     else:
         network = load_network(path, prefer_ema=True).to(device)
-    from ramir.archs.rfr import RestormerRFR
+    from ramir.archs import architecture_of
 
-    if isinstance(network, RestormerRFR):
-        _ = network.backbone  # RAM++ RFR: load DINOv2 now, so a missing backbone fails once, not per image
+    arch = architecture_of(network)
+    if arch is not None and arch.prepare is not None:
+        arch.prepare(network)  # e.g. RAM++ RFR loads DINOv2 now, so a missing backbone fails once
     return network
 
 
@@ -693,8 +596,9 @@ def load(
     precision: str = "fp32",
     twin_mask: bool = False,
     allow_random: bool = False,
-    backend: str = "torch",
+    backend: str = "auto",
     max_memory: int = MAX_MEMORY,
+    announce: Callable[[str], None] | None = None,
 ) -> Restorer:
     """A ready-to-use :class:`Restorer`.
 
@@ -703,8 +607,12 @@ def load(
     registered architecture name — refused unless ``allow_random`` since random weights restore nothing.
     ``device``: "auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:1", "mps".
     ``twin_mask``: restore with complementary masks (for models that were only MIM pre-trained).
-    ``backend``: "torch", or "onnxruntime" (CPU, fp32: the network is exported to ONNX once and cached).
+    ``backend``: "torch", "onnxruntime" (CPU, fp32: the network is exported to ONNX once and cached),
+    or "auto" (default): onnxruntime where it was measured faster (the embedded model on the CPU in fp32,
+    when onnxruntime is installed), else PyTorch; if onnxruntime then fails to set up, PyTorch, with a
+    note to ``announce``.
     ``max_memory``: bytes a restore with ``tile="auto"`` plans to stay within (default 2 GiB).
+    ``announce``: told, one line each, what the first use of onnxruntime costs (the export, once).
     """
     from ramir.archs import ARCHITECTURES, MODEL_CONFIGS, create_model
 
@@ -735,7 +643,38 @@ def load(
                 f"no such checkpoint file or model name: {text!r} (registered architectures: "
                 f"{', '.join(sorted(MODEL_CONFIGS))})"
             )
-    return Restorer(
-        network, dev, tile=tile, overlap=overlap, precision=precision, twin_mask=twin_mask, name=name,
-        backend=backend, max_memory=max_memory,
-    )
+    settings = dict(tile=tile, overlap=overlap, precision=precision, twin_mask=twin_mask, name=name,
+                    max_memory=max_memory, announce=announce)
+    if backend != "auto":
+        return Restorer(network, dev, backend=backend, **settings)
+    chosen = auto_backend(network, dev, precision=precision, twin_mask=twin_mask,
+                          embedded=name_or_path is None)
+    if chosen == "onnxruntime":
+        try:
+            return Restorer(network, dev, backend=chosen, **settings)
+        except RamirError as exc:  # never worse than PyTorch: say why and go on without it
+            if announce is not None:
+                announce(f"ramir: note: onnxruntime backend unavailable ({exc}); using PyTorch")
+    return Restorer(network, dev, backend="torch", **settings)
+
+
+def auto_backend(
+    network: nn.Module, device: torch.device, *, precision: str = "fp32", twin_mask: bool = False,
+    embedded: bool = False,
+) -> str:
+    """``backend="auto"``: "onnxruntime" where it was measured faster than PyTorch (the embedded
+    model's convolutional experts on the CPU in fp32: docs/performance.md) and can run (onnx and
+    onnxruntime installed, every network involved exportable), else "torch"."""
+    import importlib.util
+
+    from ramir.archs import architecture_of
+
+    if not embedded or device.type != "cpu" or precision != "fp32" or twin_mask:
+        return "torch"
+    if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
+        return "torch"
+    experts = getattr(network, "experts", None)
+    parts = list(experts) if isinstance(experts, nn.ModuleList) else [network]
+    if not all((a := architecture_of(p)) is None or a.exportable for p in parts):
+        return "torch"
+    return "onnxruntime"

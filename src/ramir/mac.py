@@ -46,42 +46,35 @@ time is as fast or faster (0.93-1.05x for 8 per pass, docs/performance.md), so t
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from ramir.errors import ConfigError
-from ramir.fileio import atomic_path
-from ramir.layers import attributable_layers
+from ramir.archs.common import observed_execution
+from ramir.layers import attributable_layers, unwrap
 
 __all__ = [
     "ORDERS",
     "LinearPathConductance",
     "MaskAttributeConductance",
     "adasam_order",
+    "completeness_delta",
+    "conductance_sums",
     "gradient_magnitude",
     "gradient_magnitude_objective",
     "integrated_gradients_scores",
     "layer_output_bytes",
-    "load_ranking",
     "mac_scores",
     "path_alphas",
     "random_scores",
-    "ranking_from_scores",
-    "save_heatmap",
-    "save_ranking",
     "soft_mask",
     "suggest_batch_steps",
 ]
 
-RANKING_FORMAT = "ramir-layer-ranking"
 ORDERS = ("random", "adasam")  # how the mask path orders the pixels it reveals
 
 # --------------------------------------------------------------------------------------------------
@@ -175,15 +168,6 @@ def _first_tensor(output: Any) -> torch.Tensor | None:
     return None
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """Look through DistributedDataParallel / DataParallel-style ``.module`` wrappers."""
-    while isinstance(getattr(model, "module", None), nn.Module) and all(
-        n.startswith("module.") for n, _ in model.named_parameters()
-    ):
-        model = model.module
-    return model
-
-
 def _model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
     for p in model.parameters():
         return p.dtype, p.device
@@ -191,12 +175,16 @@ def _model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
 
 
 class _AnalysisMode:
-    """Eval mode and frozen parameters for the duration of an analysis; restores both afterwards."""
+    """Eval mode, frozen parameters and observed execution (every layer's whole output, as the
+    reference's hooks see it: :func:`ramir.archs.common.observed_execution`) for the duration of an
+    analysis; restores all three afterwards."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
+        self.observed = observed_execution()
 
     def __enter__(self) -> None:
+        self.observed.__enter__()
         self.training = [(m, m.training) for m in self.model.modules()]
         self.requires_grad = [(p, p.requires_grad) for p in self.model.parameters()]
         self.model.eval()
@@ -208,6 +196,7 @@ class _AnalysisMode:
             m.training = mode
         for p, flag in self.requires_grad:
             p.requires_grad_(flag)
+        self.observed.__exit__(*exc)
 
 
 def _split_steps(t: torch.Tensor, n: int, layer: str) -> torch.Tensor:
@@ -358,12 +347,28 @@ def _prepare_images(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return images.detach().to(device=device, dtype=dtype)
 
 
+def _baseline_of(x: torch.Tensor, baseline: torch.Tensor | float, i: int = 0) -> torch.Tensor:
+    """The path's start x' for image ``i``: a constant, one tensor broadcastable to the image, or
+    one per image (N, C, H, W)."""
+    if not isinstance(baseline, torch.Tensor):
+        return torch.full_like(x, float(baseline))
+    b = baseline.detach().to(device=x.device, dtype=x.dtype)
+    if b.dim() == 4 and b.shape[0] > 1:
+        b = b[i : i + 1]
+    try:
+        return torch.broadcast_to(b, x.shape).clone()
+    except RuntimeError:
+        raise ValueError(f"baseline of shape {tuple(baseline.shape)} does not fit images of shape "
+                         f"{tuple(x.shape)}") from None
+
+
 def _mask_path(
-    x: torch.Tensor, perm: torch.Tensor, alphas: Sequence[float], sharpness: float, truncate: bool = True
+    x: torch.Tensor, perm: torch.Tensor, alphas: Sequence[float], sharpness: float, truncate: bool = True,
+    base: torch.Tensor | None = None,
 ) -> PathInputs:
-    """Points of the mask attribute path from the zero image to ``x`` (1, C, H, W)."""
+    """Points of the mask attribute path from ``base`` (default: the zero image) to ``x`` (1, C, H, W)."""
     h, w = x.shape[-2:]
-    base = torch.zeros_like(x)
+    base = torch.zeros_like(x) if base is None else base
 
     def inputs(points: range) -> torch.Tensor:
         masks = torch.stack([soft_mask(alphas[t], perm, h, w, sharpness, truncate=truncate) for t in points])
@@ -373,12 +378,13 @@ def _mask_path(
     return inputs
 
 
-def _linear_path(x: torch.Tensor, steps: int) -> PathInputs:
-    """Points ``(t/T) * x`` for t = 0..T of the straight line from the zero image to ``x``."""
+def _linear_path(x: torch.Tensor, steps: int, base: torch.Tensor | None = None) -> PathInputs:
+    """Points ``x' + (t/T) * (x - x')`` for t = 0..T of the straight line from ``base`` x' (default:
+    the zero image, where the points are exactly ``(t/T) * x``) to ``x``."""
 
     def inputs(points: range) -> torch.Tensor:
-        scale = torch.tensor([t / steps for t in points], dtype=x.dtype, device=x.device)
-        return scale.view(-1, 1, 1, 1) * x
+        scale = torch.tensor([t / steps for t in points], dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
+        return scale * x if base is None else base + scale * (x - base)
 
     return inputs
 
@@ -443,7 +449,7 @@ class _ConductanceBase:
         *,
         progress: Callable[[int], None] | None = None,
     ) -> None:
-        self.model = _unwrap(model)
+        self.model = unwrap(model)
         self.layers = list(attributable_layers(self.model) if layers is None else layers)
         if not self.layers:
             raise ValueError("the model has no attributable layers (no module owns parameters)")
@@ -486,13 +492,16 @@ class MaskAttributeConductance(_ConductanceBase):
         generator: torch.Generator | None = None,
         order: str = "random",
         mask_generator: nn.Module | None = None,
+        baseline: torch.Tensor | float = 0.0,
     ) -> dict[str, float]:
         """Scores for ImageNet-normalised images (N, 3, H, W); one pixel order per image.
 
         ``permutations`` fixes the pixel order of each image ((H*W,) long tensors); otherwise each is
         drawn with ``torch.randperm`` from ``generator`` (default: seeded with 0), or, with
         ``order="adasam"``, is RAM++'s order from the trained ``mask_generator`` (:func:`adasam_order`;
-        the images must then be its ``img_size``).
+        the images must then be its ``img_size``). ``baseline`` is the masked image x' where the path
+        starts: 0 (the mean colour in normalised space, RAM's), another constant, or a tensor (one for
+        all images or one per image).
         """
         if not sharpness > 0:
             raise ValueError(f"sharpness must be > 0, got {sharpness}")
@@ -500,7 +509,9 @@ class MaskAttributeConductance(_ConductanceBase):
         alphas = path_alphas(steps, ratio)
         perms = _draw_permutations(images, permutations, generator, order, mask_generator)
         paths = (
-            (_mask_path(images[i : i + 1], perms[i], alphas, sharpness), steps) for i in range(len(perms))
+            (_mask_path(images[i : i + 1], perms[i], alphas, sharpness,
+                        base=_baseline_of(images[i : i + 1], baseline, i)), steps)
+            for i in range(len(perms))
         )
         return self._scores(paths, batch_steps)
 
@@ -512,13 +523,24 @@ class LinearPathConductance(_ConductanceBase):
     """
 
     def attribute(
-        self, images: torch.Tensor, *, steps: int = 200, batch_steps: int | None = None
+        self, images: torch.Tensor, *, steps: int = 200, batch_steps: int | None = None,
+        baseline: torch.Tensor | float = 0.0,
     ) -> dict[str, float]:
+        """Scores for ImageNet-normalised images (N, 3, H, W), from ``baseline`` (as MAC's) to each."""
         if steps < 1:
             raise ValueError(f"integrated gradients needs at least 1 step, got {steps}")
         images = _prepare_images(self.model, images)
-        paths = ((_linear_path(images[i : i + 1], steps), steps + 1) for i in range(images.shape[0]))
+        paths = (
+            (_linear_path(images[i : i + 1], steps,
+                          None if _is_zero(baseline) else _baseline_of(images[i : i + 1], baseline, i)),
+             steps + 1)
+            for i in range(images.shape[0])
+        )
         return self._scores(paths, batch_steps)
+
+
+def _is_zero(baseline: torch.Tensor | float) -> bool:
+    return not isinstance(baseline, torch.Tensor) and float(baseline) == 0.0
 
 
 def layer_output_bytes(model: nn.Module, image: torch.Tensor, layers: Sequence[str] | None = None) -> int:
@@ -595,12 +617,12 @@ def integrated_gradients_scores(
 
 def random_scores(model: nn.Module, seed: int = 0) -> dict[str, float]:
     """Baseline: uniform random scores, i.e. a random ranking of the attributable layers."""
-    layers = attributable_layers(_unwrap(model))
+    layers = attributable_layers(unwrap(model))
     values = torch.rand(len(layers), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     return {name: float(v) for name, v in zip(layers, values, strict=True)}
 
 
-def _signed_conductance_sums(
+def conductance_sums(
     model: nn.Module,
     image: torch.Tensor,
     *,
@@ -612,20 +634,25 @@ def _signed_conductance_sums(
     batch_steps: int | None = None,
     layers: Sequence[str] | None = None,
     truncate: bool = True,
+    baseline: torch.Tensor | float = 0.0,
 ) -> tuple[dict[str, float], float, float]:
-    """Completeness check: per layer the conductance summed over all units (signed), and F at both ends.
+    """Per layer the conductance summed over all units (signed), and F at both ends of the path.
 
-    For a layer that cuts the network the sum approaches ``F(x_end) - F(x_start)`` as a *continuous*
-    path is refined: the linear path, or the mask path with ``truncate=False`` (see :func:`soft_mask`).
+    Completeness: for a layer that cuts the network (every path from input to output goes through it)
+    the sum approaches ``F(x_end) - F(x_start)`` as a *continuous* path is refined: the linear path,
+    or the mask path with ``truncate=False`` (see :func:`soft_mask`). :func:`completeness_delta` gives
+    the gap directly.
     """
     analysis = _ConductanceBase(model, layers)
     x = _prepare_images(analysis.model, image)[:1]
+    base = _baseline_of(x, baseline)
     if path == "mask":
         if perm is None:
             perm = torch.randperm(x.shape[-2] * x.shape[-1], generator=torch.Generator().manual_seed(0))
-        inputs, n_points = _mask_path(x, perm, path_alphas(steps, ratio), sharpness, truncate), steps
+        alphas = path_alphas(steps, ratio)
+        inputs, n_points = _mask_path(x, perm, alphas, sharpness, truncate, base=base), steps
     elif path == "linear":
-        inputs, n_points = _linear_path(x, steps), steps + 1
+        inputs, n_points = _linear_path(x, steps, None if _is_zero(baseline) else base), steps + 1
     else:
         raise ValueError(f"unknown path {path!r}; use 'mask' or 'linear'")
     with _AnalysisMode(analysis.model):
@@ -634,234 +661,11 @@ def _signed_conductance_sums(
     return sums, result.f_start, result.f_end
 
 
-# --------------------------------------------------------------------------------------------------
-# Rankings: scores -> ordered layer names, saved with everything needed to reproduce them
-# --------------------------------------------------------------------------------------------------
-
-
-def ranking_from_scores(scores: Mapping[str, float]) -> list[str]:
-    """Layer names by descending score; ties keep the layer order of ``scores`` (stable)."""
-    bad = [name for name, s in scores.items() if not math.isfinite(s)]
-    if bad:
-        raise ValueError(f"non-finite score for layer(s): {', '.join(bad[:5])}")
-    names = list(scores)
-    order = sorted(range(len(names)), key=lambda i: -scores[names[i]])
-    return [names[i] for i in order]
-
-
-def save_ranking(
-    path: str | Path,
-    scores: Mapping[str, float],
-    model: nn.Module,
-    settings: Mapping[str, Any],
-    images_info: list | None = None,
-) -> None:
-    """Write the ranking as JSON (atomically): ranked names, and per layer its class, score and rank.
-
-    ``settings`` records how the scores were made (method, steps, ratio, sharpness, images, seed, ...).
-    """
-    from ramir import __version__
-    from ramir.archs import network_spec
-
-    net = _unwrap(model)
-    ranking = ranking_from_scores(scores)
-    rank_of = {name: r for r, name in enumerate(ranking, start=1)}
-    modules = dict(net.named_modules())
-    layers = [
-        {
-            "index": i,
-            "name": name,
-            "class": type(modules[name]).__name__ if name in modules else None,
-            "score": float(score),
-            "rank": rank_of[name],
-        }
-        for i, (name, score) in enumerate(scores.items())
-    ]
-    spec = network_spec(model)
-    document = {
-        "format": RANKING_FORMAT,
-        "ramir_version": __version__,
-        "network": spec.to_dict() if spec is not None else None,
-        "settings": dict(settings),
-        "images": images_info,
-        "ranking": ranking,
-        "layers": layers,
-    }
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(document, indent=1) + "\n")
-
-
-def load_ranking(path: str | Path) -> list[str]:
-    """Layer names, most important first, from :func:`save_ranking` JSON or a one-name-per-line file
-    (the reference's ``filter_name.txt``)."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"ranking file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read ranking {path}: {exc}") from None
-    if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"ranking {path} is not valid JSON: {exc}") from None
-        ranking = document.get("ranking") if isinstance(document, dict) else None
-        if not isinstance(ranking, list) or not all(isinstance(n, str) for n in ranking):
-            raise ConfigError(f"{path} is not a ramir layer ranking (no 'ranking' list of names)")
-    else:
-        ranking = [line.strip() for line in text.splitlines() if line.strip()]
-    if not ranking:
-        raise ConfigError(f"ranking {path} is empty")
-    if len(set(ranking)) != len(ranking):
-        raise ConfigError(f"ranking {path} lists a layer more than once")
-    return ranking
-
-
-# --------------------------------------------------------------------------------------------------
-# Heat map (like the paper's supplementary Fig. 4): rows = blocks, columns = kind of layer
-# --------------------------------------------------------------------------------------------------
-
-_VIRIDIS = np.array(
-    [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float64
-)
-
-
-def _colour(v: float) -> tuple[int, int, int]:
-    """A viridis-like colour for v in [0, 1] (linear interpolation between five anchors)."""
-    pos = min(max(v, 0.0), 1.0) * (len(_VIRIDIS) - 1)
-    i = min(int(pos), len(_VIRIDIS) - 2)
-    c = _VIRIDIS[i] + (pos - i) * (_VIRIDIS[i + 1] - _VIRIDIS[i])
-    return (round(c[0]), round(c[1]), round(c[2]))
-
-
-def _block_and_kind(name: str, shared_roots: set[str] = frozenset()) -> tuple[str, str]:
-    """Split a layer name into a block (a row of the heat map) and a kind of layer (a column).
-
-    At the last numeric component that is not the last component:
-    ``layers.0.residual_group.blocks.1.attn.qkv`` -> (``layers.0.residual_group.blocks.1``, ``attn.qkv``).
-    Otherwise at the first component if other layers share it (``noise_level3.attn.qkv`` ->
-    (``noise_level3``, ``attn.qkv``); ``prompt1`` -> (``prompt1``, "")). Anything else (``conv_first``,
-    ``down1_2.body.0``) is a row of its own with kind "".
-    """
-    parts = name.split(".")
-    for i in range(len(parts) - 2, -1, -1):
-        if parts[i].isdigit():
-            return ".".join(parts[: i + 1]), ".".join(parts[i + 1 :])
-    if parts[0] in shared_roots:
-        return parts[0], ".".join(parts[1:])
-    return name, ""
-
-
-def heatmap_grid(scores: Mapping[str, float]) -> tuple[list[str], list[str], np.ndarray]:
-    """Rows (blocks, network order), columns (layer kinds, first-seen order; "" = the row's own layer)
-    and a matrix of scores (NaN where a block has no layer of that kind)."""
-    roots: dict[str, int] = {}
-    for name in scores:
-        if _block_and_kind(name)[1] == "":
-            root = name.split(".")[0]
-            roots[root] = roots.get(root, 0) + 1
-    shared = {root for root, count in roots.items() if count > 1}
-    rows: list[str] = []
-    cols: list[str] = []
-    cells: dict[tuple[str, str], float] = {}
-    for name, score in scores.items():
-        block, kind = _block_and_kind(name, shared)
-        if block not in rows:
-            rows.append(block)
-        if kind not in cols:
-            cols.append(kind)
-        cells[(block, kind)] = float(score)
-    if "" in cols:  # single layers first
-        cols.remove("")
-        cols.insert(0, "")
-    grid = np.full((len(rows), len(cols)), np.nan)
-    for (block, kind), score in cells.items():
-        grid[rows.index(block), cols.index(kind)] = score
-    return rows, cols, grid
-
-
-def _font(size: int):
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: fixed bitmap font
-        return ImageFont.load_default()
-
-
-def save_heatmap(path: str | Path, scores: Mapping[str, float], model: nn.Module | None = None) -> None:
-    """Draw the scores as a PNG grid (rows = blocks, columns = layer kind, colour = normalised log10 score).
-
-    Zero scores are dark grey, absent cells light grey. ``model`` (optional) names the network in the title.
-    """
-    from PIL import Image, ImageDraw
-
-    if not scores:
-        raise ValueError("no scores to draw")
-    rows, cols, grid = heatmap_grid(scores)
-    positive = grid[np.isfinite(grid) & (grid > 0)]
-    lo, hi = (np.log10(positive.min()), np.log10(positive.max())) if positive.size else (0.0, 1.0)
-    span = hi - lo if hi > lo else 1.0
-
-    font, small = _font(12), _font(10)
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-
-    def text_size(text: str, f) -> tuple[int, int]:
-        box = measure.textbbox((0, 0), text, font=f)
-        return box[2] - box[0], box[3] - box[1]
-
-    cell, pad = 16, 8
-    col_labels = [c or "(layer)" for c in cols]
-    row_w = max(text_size(r, small)[0] for r in rows) + 2 * pad
-    col_h = max(text_size(c, small)[0] for c in col_labels) + 2 * pad
-    title = "MAC layer importance (log10 score, normalised)"
-    spec_name = None
-    if model is not None:
-        from ramir.archs import network_spec
-
-        spec = network_spec(model)
-        spec_name = spec.arch if spec is not None else type(_unwrap(model)).__name__
-    if spec_name:
-        title = f"{spec_name}: {title}"
-    title_h = text_size(title, font)[1] + 2 * pad
-    bar_h = 3 * cell + 2 * pad
-    width = max(row_w + len(cols) * cell + pad, text_size(title, font)[0] + 2 * pad, 260)
-    height = title_h + col_h + len(rows) * cell + bar_h
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    draw.text((pad, pad), title, fill="black", font=font)
-
-    # column labels, rotated so long kind names fit above narrow cells
-    top = title_h + col_h
-    for j, label in enumerate(col_labels):
-        tw, th = text_size(label, small)
-        strip = Image.new("RGB", (tw + 4, th + 6), "white")
-        ImageDraw.Draw(strip).text((2, 0), label, fill="black", font=small)
-        strip = strip.rotate(90, expand=True)
-        image.paste(strip, (row_w + j * cell + (cell - strip.width) // 2, top - pad // 2 - strip.height))
-
-    for i, block in enumerate(rows):
-        y = top + i * cell
-        tw, th = text_size(block, small)
-        draw.text((row_w - pad - tw, y + (cell - th) // 2 - 1), block, fill="black", font=small)
-        for j in range(len(cols)):
-            v = grid[i, j]
-            if np.isnan(v):
-                colour: tuple[int, int, int] = (235, 235, 235)
-            elif v <= 0:
-                colour = (60, 60, 60)
-            else:
-                colour = _colour((math.log10(v) - lo) / span)
-            x = row_w + j * cell
-            draw.rectangle((x, y, x + cell - 2, y + cell - 2), fill=colour)
-
-    # colour bar with its end values
-    y0 = top + len(rows) * cell + pad
-    bar_w = max(min(width - 2 * pad - 120, 300), 60)
-    for k in range(bar_w):
-        draw.line((pad + 60 + k, y0, pad + 60 + k, y0 + cell), fill=_colour(k / (bar_w - 1)))
-    draw.text((pad, y0 + 2), f"{10 ** lo:.2g}", fill="black", font=small)
-    draw.text((pad + 60 + bar_w + 6, y0 + 2), f"{10 ** hi:.2g}", fill="black", font=small)
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
+def completeness_delta(model: nn.Module, image: torch.Tensor, **kwargs: Any) -> dict[str, float]:
+    """Per layer, its summed conductance minus the change of F along the path, relative to that change:
+    near 0 for a layer that cuts the network on a fine, continuous path (a check of the attribution
+    itself, as captum's ``return_convergence_delta``). Keyword arguments as :func:`conductance_sums`."""
+    sums, f_start, f_end = conductance_sums(model, image, **kwargs)
+    change = f_end - f_start
+    scale = abs(change) if change != 0 else 1.0
+    return {name: (total - change) / scale for name, total in sums.items()}

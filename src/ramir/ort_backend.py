@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ramir import __version__
+from ramir._version import __version__
 from ramir.errors import RamirError, first_line
 from ramir.imagespace import denormalize, normalize
 
@@ -82,8 +82,8 @@ class OnnxRuntimeNetwork:
     ) -> None:
         """``announce`` is told (one line each) when a graph is exported, which takes seconds to a minute
         once per network, and when it is ready: without it the first restore would look stuck."""
+        from ramir.archs import network_multiple
         from ramir.export import export_onnx
-        from ramir.inference import network_multiple
 
         ort = _require_onnxruntime()
         self.multiple = network_multiple(network)

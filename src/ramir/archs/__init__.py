@@ -1,9 +1,13 @@
 """Networks and the registry of named configurations (``create_model("ram-swinir")``).
 
-The registry is an explicit table, not filled by import side effects: each architecture is a class
-name -> constructor, each named config an architecture plus keyword arguments. ``create_model`` records
-the architecture and the full keyword arguments on the module (``model.ramir_spec``) so that a checkpoint
-can carry them and rebuild the network from one file.
+The registry is an explicit table, not filled by import side effects. Each architecture is described
+by one :class:`~ramir.archs.descriptor.Architecture` at the end of its own file (class, state-dict
+detection, size multiple, memory per pixel, checkpointable blocks, export ability); the rest of ramir
+asks :func:`architecture` and never names a network. Built-in architectures are imported on first use,
+so ``import ramir`` stays cheap; :func:`register_architecture` adds one of your own. Each named config
+is an architecture plus keyword arguments. ``create_model`` records the architecture and the full
+keyword arguments on the module (``model.ramir_spec``) so that a checkpoint can carry them and rebuild
+the network from one file.
 """
 
 from __future__ import annotations
@@ -15,15 +19,51 @@ from typing import Any
 
 from torch import nn
 
-# architecture name -> "module:Class" (imported on first use so `import ramir` stays cheap)
+from ramir.archs.descriptor import Architecture
+
+# architecture name -> module whose ARCHITECTURE describes it, in the order state dicts are recognised
+# (RFR before RAM-Restormer before PromptIR: each has the keys of the next)
 ARCHITECTURES: dict[str, str] = {
-    "swinir": "ramir.archs.swinir:SwinIR",
-    "promptir": "ramir.archs.promptir:PromptIR",
-    "nafnet": "ramir.archs.nafnet:NAFNet",
-    "routed": "ramir.archs.routed:RoutedNetwork",
-    "restormer": "ramir.archs.restormer:RAMRestormer",
-    "rfr": "ramir.archs.rfr:RestormerRFR",
+    "swinir": "ramir.archs.swinir",
+    "rfr": "ramir.archs.rfr",
+    "restormer": "ramir.archs.restormer",
+    "promptir": "ramir.archs.promptir",
+    "nafnet": "ramir.archs.nafnet",
+    "routed": "ramir.archs.routed",
 }
+_REGISTERED: dict[str, Architecture] = {}
+
+
+def register_architecture(descriptor: Architecture, *, replace: bool = False) -> Architecture:
+    """Make a network family known to the registry, checkpoints, inference, export and training.
+
+    Its state dicts are recognised after the built-in families'. Returns the descriptor."""
+    if descriptor.name in ARCHITECTURES and not replace:
+        raise ValueError(f"architecture {descriptor.name!r} is already registered")
+    ARCHITECTURES[descriptor.name] = ""
+    _REGISTERED[descriptor.name] = descriptor
+    return descriptor
+
+
+def unregister_architecture(name: str) -> None:
+    """Forget an architecture added by :func:`register_architecture` (tests, plugins)."""
+    if name in _REGISTERED:
+        del _REGISTERED[name]
+        del ARCHITECTURES[name]
+
+
+def architecture(name: str) -> Architecture:
+    """The descriptor of architecture ``name``."""
+    if name not in ARCHITECTURES:
+        raise KeyError(f"unknown architecture {name!r}; known: {', '.join(sorted(ARCHITECTURES))}")
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    return importlib.import_module(ARCHITECTURES[name]).ARCHITECTURE
+
+
+def architectures() -> list[Architecture]:
+    """Every known descriptor, in recognition order (imports the built-in networks)."""
+    return [architecture(name) for name in ARCHITECTURES]
 
 
 @dataclass(frozen=True)
@@ -117,10 +157,8 @@ MODEL_CONFIGS["nafnet-m"] = ModelConfig(
 
 
 def get_architecture(arch: str) -> type[nn.Module]:
-    if arch not in ARCHITECTURES:
-        raise KeyError(f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHITECTURES))}")
-    module_name, cls_name = ARCHITECTURES[arch].split(":")
-    return getattr(importlib.import_module(module_name), cls_name)
+    """The network class of architecture ``arch``."""
+    return architecture(arch).network
 
 
 def list_models() -> list[str]:
@@ -153,9 +191,49 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
 
 
 def network_spec(model: nn.Module) -> NetworkSpec | None:
-    """The spec recorded by :func:`build_network`, looking through DDP / wrapper ``.module``/``.network``."""
-    for attr in (None, "module", "network"):
-        m = model if attr is None else getattr(model, attr, None)
-        if m is not None and isinstance(getattr(m, "ramir_spec", None), NetworkSpec):
+    """The spec recorded by :func:`build_network`, looking through DDP / compile / image-space wrappers."""
+    from ramir.layers import unwrap
+
+    for m in (model, unwrap(model)):
+        if isinstance(getattr(m, "ramir_spec", None), NetworkSpec):
             return m.ramir_spec
     return None
+
+
+def architecture_of(model: nn.Module) -> Architecture | None:
+    """The descriptor of a network: by its recorded spec (built by the registry), else by its class
+    (looking through wrappers); None for a module of no known family."""
+    spec = network_spec(model)
+    if spec is not None and spec.arch in ARCHITECTURES:
+        return architecture(spec.arch)
+    from ramir.layers import unwrap
+
+    cls = type(unwrap(model))
+    return next((arch for arch in architectures() if arch.network is cls), None)
+
+
+def network_multiple(network: nn.Module) -> int:
+    """The size multiple a network pads its input to (its descriptor's; for any other module its
+    ``size_multiple`` attribute, 1 when it has none). Tiling and ONNX padding follow it."""
+    from ramir.layers import unwrap
+
+    arch, spec = architecture_of(network), network_spec(network)
+    if arch is not None and spec is not None:
+        return int(arch.size_multiple(spec.kwargs))
+    for net in (network, unwrap(network)):
+        for attr in ("size_multiple", "pad_multiple", "window_size"):
+            value = getattr(net, attr, None)
+            if isinstance(value, int) and value > 0:
+                return value
+    return 1
+
+
+def bytes_per_pixel(network: nn.Module) -> int:
+    """Estimated peak fp32 activation bytes per pixel of a forward pass (drives ``tile="auto"``): the
+    descriptor's estimate, a generic one for modules the registry did not build."""
+    from ramir.archs.descriptor import FALLBACK_BYTES_PER_PIXEL
+
+    arch, spec = architecture_of(network), network_spec(network)
+    if arch is None or spec is None:
+        return FALLBACK_BYTES_PER_PIXEL
+    return int(arch.bytes_per_pixel(spec.kwargs))

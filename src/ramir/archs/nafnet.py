@@ -16,6 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ramir.archs.descriptor import Architecture, StateDict, indices, shape
+from ramir.errors import CheckpointError
+
 
 class LayerNorm2d(nn.Module):
     """LayerNorm over the channels of an image tensor.
@@ -130,3 +133,40 @@ class NAFNet(nn.Module):
             feat = decoder(up(feat) + skip)
         out = self.ending(feat) + inp
         return out[..., :h, :w]
+
+
+# ------------------------------------------------------------------------------------- descriptor
+def _looks_like(sd: StateDict) -> bool:
+    return "intro.weight" in sd and "ending.weight" in sd and any(k.startswith("downs.") for k in sd)
+
+
+def _detect(sd: StateDict) -> dict:
+    """Width from ``intro``, blocks per level from the block indices, expansions from conv shapes."""
+    width, in_chans = shape(sd, "intro.weight", "NAFNet")[:2]
+    levels = indices(sd, r"downs\.(\d+)\.", "NAFNet")  # every level has one, even without blocks
+
+    def blocks(prefix: str, level: int | None = None) -> int:
+        head = f"{prefix}.{level}." if level is not None else f"{prefix}."
+        return len({k[len(head):].split(".")[0] for k in sd if k.startswith(head) and k.endswith(".beta")})
+
+    first = next((k[: -len(".norm1.weight")] for k in sd if k.endswith(".norm1.weight")), None)
+    if first is None:
+        raise CheckpointError("looks like NAFNet but has no blocks (no '*.norm1.weight')")
+    ch = shape(sd, f"{first}.norm1.weight", "NAFNet")[0]
+    return {
+        "in_chans": in_chans, "width": width,
+        "enc_blocks": [blocks("encoders", i) for i in range(len(levels))], "middle_blocks": blocks("middle"),
+        "dec_blocks": [blocks("decoders", i) for i in range(len(levels))],
+        "dw_expand": shape(sd, f"{first}.conv1.weight", "NAFNet")[0] // ch,
+        "ffn_expand": shape(sd, f"{first}.conv4.weight", "NAFNet")[0] // ch,
+    }
+
+
+ARCHITECTURE = Architecture(
+    name="nafnet", display_name="NAFNet", network=NAFNet,
+    size_multiple=lambda kw: 2 ** len(kw.get("enc_blocks", (1, 1, 1))),
+    bytes_per_pixel=lambda kw: int(4 * int(kw.get("width", 32)) * 16 * 1.5),
+    checkpoint_blocks=(NAFBlock,),
+    looks_like=_looks_like, detect=_detect,
+    expected_keys=("intro.weight", "encoders.0.0.conv1.weight", "ending.weight"),
+)

@@ -22,6 +22,7 @@ selects the literal NCHW implementation, kept for benchmarks and tests.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import torch
@@ -29,8 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ramir.archs.common import observed as _observed
 from ramir.archs.common import straightforward_path_enabled
-from ramir.errors import ConfigError
+from ramir.archs.descriptor import Architecture, StateDict, differing, expansion_factor, indices, shape
+from ramir.errors import CheckpointError, ConfigError
 
 _LN_EPS = 1e-5
 _NORMALIZE_EPS = 1e-12  # F.normalize's default, used by MDTA on q and k
@@ -43,20 +46,6 @@ class PromptIRConfigError(ConfigError, ValueError):
 
 # Pixels per band of rows when an unobserved block, attention or FFN runs piecewise at inference.
 BAND_PIXELS = 4096
-
-
-def _observed(module: nn.Module) -> bool:
-    """Whether a hook could see a submodule's input or output (MAC, tracing, debugging tools): only
-    unobserved modules may run their children on pieces of the map."""
-    from torch.nn.modules import module as torch_module
-
-    if torch.jit.is_tracing() or torch.compiler.is_compiling():
-        return True
-    if (torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks
-            or torch_module._global_backward_hooks or torch_module._global_backward_pre_hooks):
-        return True
-    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
-               for m in module.modules())
 
 
 def _bands(h: int, w: int) -> list[tuple[int, int, int, int]]:
@@ -498,6 +487,8 @@ class PromptIR(nn.Module):
         use_checkpoint: recompute transformer blocks in the backward pass (training big crops).
     """
 
+    size_multiple = PAD_MULTIPLE  # the input is padded to it inside forward
+
     def __init__(
         self,
         *,
@@ -634,3 +625,63 @@ def _validate(
     for c in fusion_channels if decoder else ():
         if c % heads[2]:
             raise bad(f"prompt fusion block of {c} channels is not divisible by heads[2]={heads[2]}")
+
+
+# ------------------------------------------------------------------------------------- descriptor
+_DEFAULTS: dict = dict(
+    inp_channels=3, out_channels=3, dim=48, num_blocks=[4, 6, 6, 8], num_refinement_blocks=4,
+    heads=[1, 2, 4, 8], ffn_expansion_factor=2.66, bias=False, LayerNorm_type="WithBias",
+    prompt_dims=[64, 128, 320], prompt_len=5, prompt_sizes=[64, 32, 16],
+)
+_LEVELS = ("encoder_level1", "encoder_level2", "encoder_level3", "latent")
+# Convs the original PromptIR constructs but never uses in forward; RAM's PromptIR (and ours) omits them.
+UNUSED_KEYS = re.compile(r"^(chnl_reduce[123]|reduce_noise_channel_[123])\.(weight|bias)$")
+
+
+def looks_like_restormer_family(sd: StateDict) -> bool:
+    """Restormer's U-Net keys, which PromptIR, RAM-Restormer and RFR share."""
+    return "patch_embed.proj.weight" in sd and any(k.startswith("encoder_level1.") for k in sd)
+
+
+def read_restormer_backbone(sd: StateDict, arch: str) -> dict:
+    """The arguments of the shared Restormer U-Net, read from shapes (every one, defaults included)."""
+    dim, inp = shape(sd, "patch_embed.proj.weight", arch)[:2]
+    pairs = sorted({tuple(v.shape[:2]) for k, v in sd.items() if k.endswith(".ffn.project_out.weight")})
+    if not pairs:
+        raise CheckpointError(f"looks like {arch} but has no '*.ffn.project_out.weight'")
+    return dict(
+        inp_channels=inp, out_channels=shape(sd, "output.weight", arch)[0], dim=dim,
+        num_blocks=[len(indices(sd, rf"^{name}\.(\d+)\.", arch)) for name in _LEVELS],
+        num_refinement_blocks=len(indices(sd, r"^refinement\.(\d+)\.", arch)),
+        heads=[shape(sd, f"{name}.0.attn.temperature", arch)[0] for name in _LEVELS],
+        ffn_expansion_factor=expansion_factor(pairs), bias="encoder_level1.0.attn.qkv.bias" in sd,
+        LayerNorm_type="WithBias" if "encoder_level1.0.norm1.body.bias" in sd else "BiasFree",
+    )
+
+
+def _detect(sd: StateDict) -> dict:
+    found = read_restormer_backbone(sd, "PromptIR")
+    decoder = "prompt1.prompt_param" in sd
+    if decoder:  # prompt_param: (1, prompt_len, prompt_dim, size, size)
+        shapes = [shape(sd, f"prompt{i}.prompt_param", "PromptIR") for i in (1, 2, 3)]
+        found.update(prompt_dims=[s[2] for s in shapes], prompt_len=shapes[0][1],
+                     prompt_sizes=[s[3] for s in shapes])
+    return {"decoder": decoder, **differing(found, _DEFAULTS)}
+
+
+def restormer_family_bytes_per_pixel(kw: dict) -> int:
+    """The widest full-resolution stage (decoder level 1 at 2 x dim channels, a gated FFN of
+    2 x 2.66 x that) plus skip tensors."""
+    return int(4 * int(kw.get("dim", 48)) * 40 * 1.5)
+
+
+ARCHITECTURE = Architecture(
+    name="promptir", display_name="PromptIR", network=PromptIR,
+    size_multiple=lambda kw: PAD_MULTIPLE,
+    bytes_per_pixel=restormer_family_bytes_per_pixel,
+    checkpoint_blocks=(TransformerBlock,),
+    looks_like=looks_like_restormer_family, detect=_detect,
+    expected_keys=("patch_embed.proj.weight", "encoder_level1.0.attn.temperature", "prompt1.prompt_param"),
+    unused_keys=UNUSED_KEYS,
+    unused_keys_reason="of the original PromptIR's unused convs (defined but never called in its forward)",
+)

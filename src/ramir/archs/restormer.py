@@ -26,15 +26,20 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ramir.archs.descriptor import Architecture, StateDict, differing
 from ramir.archs.promptir import (
     PAD_MULTIPLE,
     OverlapPatchEmbed,
+    TransformerBlock,
     Upsample,
     _blocks,
     _reflect_pad_to_multiple,
     add_encoder,
     encode,
     fast_layout,
+    looks_like_restormer_family,
+    read_restormer_backbone,
+    restormer_family_bytes_per_pixel,
     run_blocks,
 )
 from ramir.errors import ConfigError
@@ -62,7 +67,7 @@ class RAMRestormer(nn.Module):
         use_checkpoint: recompute transformer blocks in the backward pass (training big crops).
     """
 
-    size_multiple = PAD_MULTIPLE  # read by ramir.inference.network_multiple (tiling, ONNX padding)
+    size_multiple = PAD_MULTIPLE  # read by ramir.archs.network_multiple (tiling, ONNX padding)
 
     def __init__(
         self,
@@ -147,3 +152,37 @@ def _validate(
     for c, n_heads in [*needs, (dim * 2, heads[0])]:
         if n_heads < 1 or c % n_heads:
             raise bad(f"{c} channels are not divisible by {n_heads} heads (heads={list(heads)})")
+
+
+# ------------------------------------------------------------------------------------- descriptor
+_DEFAULTS: dict = dict(
+    inp_channels=3, out_channels=3, dim=48, num_blocks=[4, 6, 6, 8], num_refinement_blocks=4,
+    heads=[1, 2, 4, 8], ffn_expansion_factor=2.66, bias=False, LayerNorm_type="WithBias",
+)
+
+
+def _looks_like(sd: StateDict) -> bool:
+    """PromptIR's keys without any prompt or prompt-fusion module. (RFR's state dicts have these keys
+    too: RFR is registered, and so recognised, first.)"""
+    return looks_like_restormer_family(sd) and "reduce_chan_level3.weight" in sd and not any(
+        k.startswith(("prompt", "noise_level", "reduce_noise_level")) for k in sd
+    )
+
+
+def detect_restormer(sd: StateDict) -> dict:
+    """RAM-Restormer (``AdaSAM_RestormerWoskip``): the PromptIR reading of shapes, without prompts.
+
+    The published Restormer has the same keys and shapes but adds its input to the output; its
+    weights load here and then run without that skip (keys cannot tell the two apart)."""
+    return differing(read_restormer_backbone(sd, "RAM-Restormer"), _DEFAULTS)
+
+
+ARCHITECTURE = Architecture(
+    name="restormer", display_name="RAM-Restormer", network=RAMRestormer,
+    size_multiple=lambda kw: PAD_MULTIPLE,
+    bytes_per_pixel=restormer_family_bytes_per_pixel,
+    checkpoint_blocks=(TransformerBlock,),
+    looks_like=_looks_like, detect=detect_restormer,
+    expected_keys=("patch_embed.proj.weight", "encoder_level1.0.attn.temperature",
+                   "reduce_chan_level3.weight"),
+)

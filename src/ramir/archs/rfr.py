@@ -40,8 +40,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ramir.archs.promptir import PAD_MULTIPLE, Upsample, _reflect_pad_to_multiple, encode
-from ramir.archs.restormer import RAMRestormer, RestormerConfigError
+from ramir.archs.descriptor import Architecture, shape
+from ramir.archs.promptir import (
+    PAD_MULTIPLE,
+    TransformerBlock,
+    Upsample,
+    _reflect_pad_to_multiple,
+    encode,
+    restormer_family_bytes_per_pixel,
+)
+from ramir.archs.restormer import RAMRestormer, RestormerConfigError, detect_restormer
 from ramir.errors import CheckpointError, RamirError, first_line
 from ramir.imagespace import IMAGENET_MEAN, IMAGENET_STD
 
@@ -367,11 +375,57 @@ def is_rfr_state(state_dict: Mapping[str, torch.Tensor]) -> bool:
     return any(k.startswith(RFR_PREFIXES) for k in state_dict)
 
 
-def init_from_restormer(model: RestormerRFR, state_dict: Mapping[str, torch.Tensor], what: str = "") -> None:
-    """Load a RAM-Restormer state dict into an RFR network, the fusion modules keeping their fresh
-    initialisation (the reference's strict=False start of fine-tuning). Every other key must match
-    exactly, so a wrong pre-training checkpoint still fails with one line."""
-    from ramir.checkpoints import load_state_dict_strict
-
+def with_fresh_fusion(model: RestormerRFR, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A RAM-Restormer state dict completed with ``model``'s own fusion modules, so that loading it
+    keeps their fresh initialisation (the reference's strict=False start of fine-tuning) while every
+    other key must still match exactly."""
     own = {k: v for k, v in model.state_dict().items() if k.startswith(RFR_PREFIXES)}
-    load_state_dict_strict(model, {**own, **state_dict}, what or "RFR (from a RAM-Restormer checkpoint)")
+    return {**own, **state_dict}
+
+
+# ------------------------------------------------------------------------------------- descriptor
+# DINOv2 width -> (hub name, depth): which backbone an RFR checkpoint was made for, as the weights only
+# tell the width; RAMIR_DINOV2 or --dino overrides the name.
+DINOV2_BY_WIDTH = {384: ("facebook/dinov2-small", 12), 768: ("facebook/dinov2-base", 12),
+                   1024: ("facebook/dinov2-large", 24), 1536: ("facebook/dinov2-giant", 40)}
+
+
+def _looks_like(sd: Mapping[str, torch.Tensor]) -> bool:
+    """RAM-Restormer's keys plus the DINOv2 fusion modules."""
+    return "dino_fusion_deep.temperature" in sd and "dr_adaptation1.adaptation.0.weight" in sd
+
+
+def _detect(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The RAM-Restormer reading of the shared keys, the DINOv2 width from the adapter."""
+    kwargs = detect_restormer({k: v for k, v in sd.items() if not k.startswith(RFR_PREFIXES)})
+    dino_dim = shape(sd, "dr_adaptation1.adaptation.0.weight", "RFR")[1]
+    if dino_dim not in DINOV2_BY_WIDTH:
+        raise CheckpointError(f"RFR checkpoint for a {dino_dim}-wide backbone: not a DINOv2 width "
+                              f"({', '.join(map(str, DINOV2_BY_WIDTH))})")
+    name, depth = DINOV2_BY_WIDTH[dino_dim]
+    kwargs.update(dino_model=name, dino_dim=dino_dim, dino_layers=list(default_dino_layers(depth)))
+    gate_hidden = shape(sd, "dino_fusion_deep.gate_network.2.weight", "RFR")[0]
+    if gate_hidden != 512:
+        kwargs["gate_hidden"] = gate_hidden
+    return kwargs
+
+
+def _load_backbone(network: nn.Module) -> None:
+    _ = network.backbone  # load DINOv2 now, so that a missing backbone fails once, not per image
+
+
+def _adopt_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """RAM++ fine-tuning starts RFR from a RAM-Restormer checkpoint (the fusion modules fresh)."""
+    return None if is_rfr_state(state_dict) else with_fresh_fusion(model, state_dict)
+
+
+ARCHITECTURE = Architecture(
+    name="rfr", display_name="RAM++ RFR", network=RestormerRFR,
+    size_multiple=lambda kw: PAD_MULTIPLE,
+    bytes_per_pixel=restormer_family_bytes_per_pixel,
+    checkpoint_blocks=(TransformerBlock,),
+    exportable=False,  # the DINOv2 features are computed outside the graph; not exported yet
+    looks_like=_looks_like, detect=_detect,
+    expected_keys=("dr_adaptation1.adaptation.0.weight", "dino_fusion_deep.temperature"),
+    prepare=_load_backbone, adopt_state=_adopt_state,
+)

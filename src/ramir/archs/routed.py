@@ -32,6 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ramir.archs.descriptor import Architecture
+
 
 def _stats(x: torch.Tensor) -> torch.Tensor:
     """Per-channel mean and standard deviation over the pixels: (N, 2C)."""
@@ -165,3 +167,30 @@ class RoutedNetwork(nn.Module):
             outs.append(xi.clone() if k < 0 else self.experts[k](xi))
         return torch.cat(outs, dim=0)
 
+
+
+def build_routed(expert_arch: str, expert_kwargs: dict[str, Any], **kwargs: Any) -> RoutedNetwork:
+    """A routed network through the registry (so that its checkpoints carry their config)."""
+    from ramir.archs import build_network
+
+    return build_network("routed", expert_arch=expert_arch, expert_kwargs=dict(expert_kwargs), **kwargs)
+
+
+# ------------------------------------------------------------------------------------- descriptor
+def _expert_fact(fact: str):
+    """A fact of the experts' architecture (the router's own memory is negligible beside theirs)."""
+    def read(kw: dict[str, Any]) -> int:
+        from ramir.archs import architecture
+
+        expert = architecture(kw.get("expert_arch", "nafnet"))
+        return getattr(expert, fact)(dict(kw.get("expert_kwargs") or {}))
+
+    return read
+
+
+ARCHITECTURE = Architecture(
+    name="routed", display_name="routed network", network=RoutedNetwork,
+    size_multiple=_expert_fact("size_multiple"),
+    bytes_per_pixel=_expert_fact("bytes_per_pixel"),
+    exportable=False,  # routing is a per-image choice made in Python: export one expert at a time
+)

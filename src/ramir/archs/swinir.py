@@ -32,6 +32,7 @@ Written for ramir from the papers and the reference's documented behaviour.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -39,7 +40,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils import checkpoint as activation_checkpoint
 
+from ramir.archs.common import observed as _observed
 from ramir.archs.common import straightforward_path_enabled
+from ramir.archs.descriptor import Architecture, StateDict, indices, ratio, shape
+from ramir.errors import CheckpointError
 
 # Additive attention mask value for token pairs from different regions of a shifted window (reference).
 SHIFT_MASK_VALUE = -100.0
@@ -202,21 +206,6 @@ def _cached_window_order(
 # Tokens per chunk when a block may run its modules piecewise (see SwinTransformerBlock._forward_chunked):
 # 16 windows of 8x8, ~0.7 MB of 180-wide features, so that every intermediate stays in cache.
 CHUNK_TOKENS = 1024
-
-
-def _observed(module: nn.Module) -> bool:
-    """Whether a hook could see a submodule's input or output (MAC, tracing, debugging tools).
-
-    Only unobserved blocks may run their modules on pieces of the map: a hook must always see the whole
-    tensor in the documented layout.
-    """
-    from torch.nn.modules import module as torch_module
-
-    if (torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks
-            or torch_module._global_backward_hooks or torch_module._global_backward_pre_hooks):
-        return True
-    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
-               for m in module.modules())
 
 
 def _add_to_output(output: torch.Tensor, residual: torch.Tensor, producer: nn.Module) -> torch.Tensor:
@@ -812,6 +801,7 @@ class SwinIR(nn.Module):
 
     def __init__(
         self,
+        *,
         img_size: int = 64,
         patch_size: int = 1,
         in_chans: int = 3,
@@ -943,3 +933,83 @@ def _init_weights(m: nn.Module) -> None:
     elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
         nn.init.ones_(m.weight)
         nn.init.zeros_(m.bias)
+
+
+# ------------------------------------------------------------------------------------- descriptor
+_UPSAMPLER_PREFIXES = ("conv_before_upsample.", "upsample.", "conv_up1.", "conv_hr.")
+
+
+def _looks_like(sd: StateDict) -> bool:
+    return "conv_first.weight" in sd and any(k.startswith("layers.0.residual_group.blocks.") for k in sd)
+
+
+def _detect(sd: StateDict) -> dict:
+    """RAM-SwinIR's arguments from a state dict; a clear refusal for an original SwinIR checkpoint."""
+    arch = "RAM-SwinIR"
+    conv_first = shape(sd, "conv_first.weight", arch)
+    upsampler_keys = [k for k in sd if k.startswith(_UPSAMPLER_PREFIXES)]
+    if "mask_token" not in sd or upsampler_keys:
+        signs = ["no mask_token"] if "mask_token" not in sd else []
+        if conv_first[2:] != (1, 1):
+            signs.append(f"{conv_first[2]}x{conv_first[3]} conv_first")
+        if upsampler_keys:
+            signs.append(f"up-sampler keys such as {upsampler_keys[0]}")
+        raise CheckpointError(
+            f"this is an original SwinIR checkpoint ({', '.join(signs)}), not RAM-SwinIR: RAM-SwinIR has a "
+            "1x1 conv_first, a mask_token and no mean shift or up-sampler, so original SwinIR weights "
+            "cannot be loaded into it"
+        )
+    embed_dim, in_chans = conv_first[0], conv_first[1]
+    depths, heads = [], []
+    window_size = None
+    for i in indices(sd, r"^layers\.(\d+)\.residual_group\.blocks\.\d+\.", arch):
+        depths.append(len(indices(sd, rf"^layers\.{i}\.residual_group\.blocks\.(\d+)\.", arch)))
+        table = shape(sd, f"layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table", arch)
+        heads.append(table[1])
+        side = math.isqrt(table[0])
+        if side * side != table[0] or side % 2 == 0:
+            raise CheckpointError(
+                f"relative_position_bias_table of layer {i} has {table[0]} rows, not (2w-1)^2"
+            )
+        window_size = window_size or (side + 1) // 2
+    hidden, dim = shape(sd, "layers.0.residual_group.blocks.0.mlp.fc1.weight", arch)
+    token = tuple(sd["mask_token"].shape)  # (1, 3, img_size, img_size)
+    if len(token) != 4 or token[-1] != token[-2]:
+        raise CheckpointError(f"RAM-SwinIR mask_token has shape {token}, expected (1, 3, S, S)")
+    kwargs: dict = dict(
+        img_size=token[-1], patch_size=1, in_chans=in_chans, embed_dim=embed_dim, depths=depths,
+        num_heads=heads, mlp_ratio=ratio(hidden, dim), window_size=window_size, upscale=1,
+    )
+    # Only arguments that differ from the reference defaults, so specs compare equal to the registry's.
+    if "layers.0.residual_group.blocks.0.attn.qkv.bias" not in sd:
+        kwargs["qkv_bias"] = False
+    if "absolute_pos_embed" in sd:
+        kwargs["ape"] = True
+    if "patch_embed.norm.weight" not in sd:
+        kwargs["patch_norm"] = False
+    if "layers.0.conv.0.weight" in sd:
+        kwargs["resi_connection"] = "3conv"
+    if conv_first[2:] == (3, 3):
+        kwargs["first_type"] = "3x3"  # RAM-SwinIR's option; with a mask_token it is still RAM's network
+    return kwargs
+
+
+def _bytes_per_pixel(kw: dict) -> int:
+    """Tokens of ``embed_dim`` (x, LayerNorm, q/k/v, attention output, MLP hidden at ``mlp_ratio``)
+    plus the ``heads x window²`` attention matrix and its softmax; ram-swinir-small at 1 MP on the
+    CPU: 1.3 KB/pixel measured, 2.4 estimated."""
+    dim = int(kw.get("embed_dim", 96))
+    heads = max(kw.get("num_heads", [6]) or [6])
+    window = int(kw.get("window_size", 7))
+    mlp = float(kw.get("mlp_ratio", 4.0))
+    return int(4 * (dim * (10 + 2 * mlp) + 2 * heads * window * window))
+
+
+ARCHITECTURE = Architecture(
+    name="swinir", display_name="RAM-SwinIR", network=SwinIR,
+    size_multiple=lambda kw: int(kw.get("window_size", 7)),
+    bytes_per_pixel=_bytes_per_pixel,
+    checkpoint_blocks=(SwinTransformerBlock,),
+    looks_like=_looks_like, detect=_detect,
+    expected_keys=("conv_first.weight", "mask_token", "layers.0.residual_group.blocks.0.attn.qkv.weight"),
+)

@@ -13,7 +13,7 @@ import importlib
 import os
 import sys
 
-from ramir import __version__
+from ramir._version import __version__
 from ramir.errors import RamirError, first_line, step
 
 # sub-command modules under ramir.cli, in the order --help lists them

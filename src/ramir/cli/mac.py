@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import os
 import sys
 from pathlib import Path
 
@@ -23,8 +22,8 @@ import torch
 
 from ramir.errors import ConfigError, DataError, ImageError
 
-METHODS = ("mac", "ig", "random")
-ORDERS = ("random", "adasam")  # = ramir.mac.ORDERS (imported lazily, in run)
+METHODS = ("mac", "ig", "random")  # = ramir.ranking.METHODS (imported lazily, in run)
+ORDERS = ("random", "adasam")  # = ramir.mac.ORDERS
 
 
 def _image_paths(spec: str) -> list[Path]:
@@ -49,21 +48,24 @@ def _image_paths(spec: str) -> list[Path]:
 
 
 def centre_crop(image: np.ndarray, size: int, name: str = "image") -> tuple[np.ndarray, int, int]:
-    """The central ``size`` x ``size`` window of an HWC image, with its top-left corner."""
+    """The central ``size`` x ``size`` window of an HWC image, with its top-left corner; an image
+    smaller than the crop is refused (MAC's path needs every image at one size)."""
+    from ramir.data.datasets import centre_box
+
     h, w = image.shape[:2]
     if h < size or w < size:
         raise ImageError(f"{name} is {w}x{h}, smaller than the {size}x{size} crop (use a smaller --size)")
-    top, left = (h - size) // 2, (w - size) // 2
-    return image[top : top + size, left : left + size], top, left
+    top, left, bottom, right = centre_box(h, w, size)
+    return image[top:bottom, left:right], top, left
 
 
 def folder_images(spec: str, size: int) -> tuple[torch.Tensor, list[dict]]:
     """(N, 3, size, size) RGB in [0, 1] from a folder/glob, and where each crop came from."""
-    from ramir.data.folders import read_image
+    from ramir.data.folders import read_rgb_float
 
     crops, info = [], []
     for path in _image_paths(spec):
-        crop, top, left = centre_crop(read_image(path), size, str(path))
+        crop, top, left = centre_crop(read_rgb_float(path), size, str(path))
         crops.append(torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))))
         info.append({"path": str(path), "top": top, "left": left, "size": size})
     return torch.stack(crops), info
@@ -81,59 +83,14 @@ def recipe_images(recipe: str, per_source: int, size: int, seed: int) -> tuple[t
     return images, [{"task": task, "size": size} for task in tasks]
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available")
-    return torch.device(name)
-
-
-def available_memory(device: torch.device) -> int:
-    """Bytes free for the analysis: free GPU memory, or the kernel's MemAvailable (else a quarter of RAM)."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
-    except (ValueError, OSError, AttributeError):
-        return 4 * 2**30
-
-
-def auto_batch_steps(model: torch.nn.Module, image: torch.Tensor, device: torch.device) -> int:
-    """Path steps per pass for ``--batch-steps auto``.
-
-    On a GPU, as many as half the free memory allows, up to 32: one 64x64 step leaves it idle, and
-    batching paid 4.5x with 8 and 6.95x with 32 points per pass there (H200). On the CPU one step per
-    pass: a single step already keeps the cores busy, so batching measured 0.93-1.05x while it
-    tripled peak RSS (docs/performance.md, mac part).
-    """
-    from ramir.mac import suggest_batch_steps
-
-    if device.type == "cpu":
-        return 1
-    return suggest_batch_steps(model, image, available_memory(device) // 2, limit=32)
-
-
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ramir.checkpoints import load_network
+    from ramir.devices import resolve_device
+    from ramir.heatmap import save_heatmap
     from ramir.imagespace import normalize
-    from ramir.mac import (
-        LinearPathConductance,
-        MaskAttributeConductance,
-        random_scores,
-        ranking_from_scores,
-        save_heatmap,
-        save_ranking,
-    )
+    from ramir.ranking import rank_layers
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -152,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     if args.generator and args.order != "adasam":
         raise ConfigError("--generator orders the pixels with --order adasam only")
 
-    device = _device(args.device)
+    device = resolve_device(args.device, allow_mps=False)
     mask_generator = None
     if args.order == "adasam":
         from ramir.adasam import load_mask_generator
@@ -162,51 +119,35 @@ def run(args: argparse.Namespace) -> int:
         if size != args.size:
             raise ConfigError(f"the mask generator scores exactly {size}x{size} images: use --size {size}")
     model = load_network(args.checkpoint, prefer_ema=args.ema).to(device)
-    settings: dict = {"method": args.method, "seed": args.seed, "checkpoint": str(args.checkpoint),
-                      "weights": "ema" if args.ema else "raw"}
-    images_info = None
-    if args.method == "random":
-        scores = random_scores(model, seed=args.seed)
-    else:
-        if args.images:
-            images01, images_info = folder_images(args.images, args.size)
-            settings["images_from"] = args.images
-        else:
-            images01, images_info = recipe_images(args.config, args.per_source, args.size, args.seed)
-            settings["images_from"] = args.config
-            settings["per_source"] = args.per_source
-        images = normalize(images01)
-        points = args.steps if args.method == "mac" else args.steps + 1
-        if args.batch_steps == "auto":
-            batch_steps = auto_batch_steps(model, images[:1], device)
-        else:
-            batch_steps = int(args.batch_steps)
-        settings.update(steps=args.steps, images=len(images), size=args.size, batch_steps=batch_steps)
+    images, images_info, source = None, None, {}
+    if args.images:
+        images01, images_info = folder_images(args.images, args.size)
+        images, source = normalize(images01), {"images_from": args.images}
+    elif args.config:
+        images01, images_info = recipe_images(args.config, args.per_source, args.size, args.seed)
+        images, source = normalize(images01), {"images_from": args.config, "per_source": args.per_source}
+    batch_steps = args.batch_steps if args.batch_steps == "auto" else int(args.batch_steps)
+    points = 0 if images is None else len(images) * (args.steps if args.method == "mac" else args.steps + 1)
+    if images is not None:
         print(f"ramir mac: {args.method} on {len(images)} image(s) of {args.size}x{args.size}, "
-              f"{args.steps} steps, {batch_steps} per forward pass", file=sys.stderr)
-        with tqdm(total=len(images) * points, unit="step", desc=args.method.upper(), file=sys.stderr,
-                  disable=args.quiet) as bar:
-            if args.method == "mac":
-                settings.update(ratio=args.ratio, sharpness=args.sharpness, order=args.order)
-                if mask_generator is not None:
-                    settings["generator"] = str(args.generator)
-                analysis = MaskAttributeConductance(model, progress=bar.update)
-                scores = analysis.attribute(
-                    images, steps=args.steps, ratio=args.ratio, sharpness=args.sharpness,
-                    batch_steps=batch_steps, generator=torch.Generator().manual_seed(args.seed),
-                    order=args.order, mask_generator=mask_generator,
-                )
-            else:
-                analysis = LinearPathConductance(model, progress=bar.update)
-                scores = analysis.attribute(images, steps=args.steps, batch_steps=batch_steps)
-
-    save_ranking(args.out, scores, model, settings, images_info)
-    ranking = ranking_from_scores(scores)
+              f"{args.steps} steps", file=sys.stderr)
+    with tqdm(total=points, unit="step", desc=args.method.upper(), file=sys.stderr,
+              disable=args.quiet or images is None) as bar:
+        result = rank_layers(
+            model, images, args.method, steps=args.steps, ratio=args.ratio, sharpness=args.sharpness,
+            batch_steps=batch_steps, seed=args.seed, order=args.order, mask_generator=mask_generator,
+            progress=bar.update,
+        )
+    result.settings.update(checkpoint=str(args.checkpoint), weights="ema" if args.ema else "raw", **source)
+    if mask_generator is not None:
+        result.settings["generator"] = str(args.generator)
+    result.save(args.out, model, images_info)
+    ranking = result.ranking
     print(f"ranked {len(ranking)} layers -> {args.out}")
     for rank, name in enumerate(ranking[: args.show], start=1):
-        print(f"{rank:4d}  {scores[name]:.6g}  {name}")
+        print(f"{rank:4d}  {result.scores[name]:.6g}  {name}")
     if args.heatmap:
-        save_heatmap(args.heatmap, scores, model)
+        save_heatmap(args.heatmap, result.scores, model)
         print(f"heat map -> {args.heatmap}")
     return 0
 
@@ -229,7 +170,7 @@ def register(subparsers) -> None:
     parser.add_argument("--sharpness", type=float, default=1e4, help="sigmoid sharpness of the mask (1e4)")
     parser.add_argument("--batch-steps", default="auto",
                         help="path steps per forward pass: an integer (1 = one at a time, as the reference) "
-                        "or auto: 1 on the CPU, where batching does not pay; on a GPU up to 16, as half "
+                        "or auto: 1 on the CPU, where batching does not pay; on a GPU up to 32, as half "
                         "the free memory allows (auto)")
     parser.add_argument("--method", choices=METHODS, default="mac",
                         help="mac, or a baseline of the paper: ig (linear path), random")

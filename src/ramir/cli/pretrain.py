@@ -42,14 +42,7 @@ def run_stage(args: argparse.Namespace, stage: str, set_values: dict[str, Any]) 
         values["train.threads"] = args.threads
     if args.output:
         values["output_dir"] = args.output
-    recipe = load_recipe(args.config, args.overrides)
-    for key, value in values.items():
-        *path, last = key.split(".")
-        target = recipe
-        for part in path:
-            target = getattr(target, part)
-        setattr(target, last, value)
-    recipe.validate()
+    recipe = load_recipe(args.config, args.overrides, values)
     if recipe.stage not in (PRETRAIN_STAGES if stage == "pretrain" else (stage,)):
         command = "pretrain" if recipe.stage in PRETRAIN_STAGES else recipe.stage
         raise ValueError(f"{args.config} is a {recipe.stage} recipe; use `ramir {command}`")

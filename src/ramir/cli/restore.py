@@ -205,34 +205,14 @@ def _say(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
-def _wants_onnxruntime(args: argparse.Namespace, restorer) -> bool:
-    """`--backend auto`: onnxruntime where it was measured faster (the embedded model, CPU, fp32)."""
-    import importlib.util
-
-    if args.model is not None or args.precision != "fp32" or args.twin_mask:
-        return False
-    if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
-        return False
-    return restorer.device.type == "cpu"
-
-
 def _load_restorer(args: argparse.Namespace):
-    import dataclasses
-
     from ramir.inference import load
 
     memory = {"max_memory": args.max_memory} if args.max_memory else {}
     with step(f"loading the model {args.model or '(embedded default)'}"):
-        restorer = load(args.model, device=args.device, tile=args.tile, overlap=args.overlap,
-                        precision=args.precision, twin_mask=args.twin_mask, backend="torch", **memory)
-    if args.backend == "onnxruntime":  # asked for: its errors are the user's to see
-        return dataclasses.replace(restorer, backend="onnxruntime", announce=_say)
-    if args.backend == "auto" and _wants_onnxruntime(args, restorer):
-        try:  # the same loaded network, run by onnxruntime
-            return dataclasses.replace(restorer, backend="onnxruntime", announce=_say)
-        except RamirError as exc:  # never worse than PyTorch: say why and go on without it
-            _say(f"ramir: note: onnxruntime backend unavailable ({exc}); using PyTorch")
-    return restorer
+        return load(args.model, device=args.device, tile=args.tile, overlap=args.overlap,
+                    precision=args.precision, twin_mask=args.twin_mask, backend=args.backend,
+                    announce=_say, **memory)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -66,6 +66,7 @@ def load_restorer(model: str | None, device: str, tile: int | str | None, max_me
     from ramir.inference import load
 
     kwargs: dict = {"tile": tile} if tile is not None else {}
+    kwargs["announce"] = lambda line: print(line, file=sys.stderr, flush=True)
     if max_memory:
         kwargs["max_memory"] = max_memory
     if model is None:

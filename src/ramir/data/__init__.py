@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from ramir.data.datasets import CleanSource, PairedSource, PatchSampler, ValidationDataset
 from ramir.data.degradations import degrade_for_test
-from ramir.data.folders import LAYOUTS, list_images, pair_folders, read_image
+from ramir.data.folders import LAYOUTS, list_images, pair_folders, read_rgb_float
 from ramir.data.mixture import MixtureDataset
-from ramir.data.online import DEGRADATION_KINDS, Degradation, build_degradation
+from ramir.data.online import DEGRADATIONS, Degradation, build_degradation, canonical_kind
 from ramir.data.recipe import (
     SOURCE_KEYS,
     SOURCE_TYPES,
@@ -31,7 +31,7 @@ from ramir.data.recipe import (
 )
 
 __all__ = [
-    "DEGRADATION_KINDS",
+    "DEGRADATIONS",
     "LAYOUTS",
     "SOURCE_KEYS",
     "SOURCE_TYPES",
@@ -43,12 +43,13 @@ __all__ = [
     "ValidationDataset",
     "build_dataset",
     "build_degradation",
+    "canonical_kind",
     "degrade_for_test",
     "list_images",
     "mac_images",
     "pair_folders",
     "parse_split",
-    "read_image",
+    "read_rgb_float",
     "source_reports",
     "verify_sources",
 ]

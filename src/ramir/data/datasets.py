@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ramir.data.folders import image_size, names, read_image
+from ramir.data.folders import image_size, names, read_rgb_float
 from ramir.data.online import Degradation
 from ramir.errors import DataError
 
@@ -43,10 +43,18 @@ def pad_to(img: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="reflect" if min(h, w) > 1 else "edge")
 
 
+def centre_box(h: int, w: int, size: int) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) of the central ``size`` x ``size`` window of an h x w image (the
+    whole side where the image is smaller): the one centre crop of training, MAC and evaluation."""
+    ch, cw = min(size, h), min(size, w)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return top, left, top + ch, left + cw
+
+
 def centre_crop(img: np.ndarray, size: int) -> np.ndarray:
-    h, w = img.shape[:2]
-    top, left = (h - size) // 2, (w - size) // 2
-    return img[top : top + size, left : left + size]
+    """The central ``size`` x ``size`` window of an HWC image (see :func:`centre_box`)."""
+    top, left, bottom, right = centre_box(*img.shape[:2], size)
+    return img[top:bottom, left:right]
 
 
 def augment(img: np.ndarray, hflip: bool, vflip: bool, rot90: int) -> np.ndarray:
@@ -73,7 +81,7 @@ class CleanSource:
 
     def load(self, index: int) -> tuple[np.ndarray | None, np.ndarray]:
         """(None, clean image): the caller degrades after cropping."""
-        return None, read_image(self.paths[index])
+        return None, read_rgb_float(self.paths[index])
 
     def file(self, index: int) -> Path:
         return self.paths[index]
@@ -103,7 +111,7 @@ class PairedSource:
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         lq_path, gt_path = self.pairs[index]
-        lq, gt = read_image(lq_path), read_image(gt_path)
+        lq, gt = read_rgb_float(lq_path), read_rgb_float(gt_path)
         if lq.shape != gt.shape:
             raise DataError(
                 f"source {self.task!r}: {lq_path.name} is {lq.shape[1]}x{lq.shape[0]} but its target "

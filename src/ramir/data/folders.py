@@ -38,8 +38,11 @@ def list_images(folder: str | Path, recursive: bool = True) -> list[Path]:
     return sorted(files)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """An image file as HWC float32 **RGB** in [0, 1] (grey is repeated, alpha dropped, 16-bit kept)."""
+def read_rgb_float(path: str | Path) -> np.ndarray:
+    """A dataset image as HWC float32 **RGB** in [0, 1] (grey is repeated, alpha dropped, 16-bit kept),
+    decoded by OpenCV as the reference's loader does: what training, MAC and evaluation read. A user's
+    photo to restore is read by :func:`ramir.imageio.read_image` instead, which keeps its alpha, bit
+    depth, ICC profile and metadata for writing the result back."""
     path = Path(path)
     try:
         data = np.fromfile(path, dtype=np.uint8)  # works for non-ASCII paths, unlike cv2.imread
@@ -63,7 +66,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
             w, h = im.size
         return h, w
     except Exception:
-        return read_image(path).shape[:2]
+        return read_rgb_float(path).shape[:2]
 
 
 # ----------------------------------------------------------------------------------- name matching

@@ -44,25 +44,88 @@ def random_salt_pepper(
     return deg.salt_and_pepper(img, deg.sample_range(strength, rng), rng)
 
 
-# kind -> its random function; the function's keyword-only arguments are the recipe's keys
-DEGRADATION_KINDS: dict[str, Callable[..., np.ndarray]] = {
-    "identity": identity,
-    "noise": deg.random_noise,
-    "blur": deg.random_blur,
-    "jpeg": deg.random_jpeg,
-    "haze": syn.random_haze,
-    "rain": syn.random_rain,
-    "lowlight": syn.random_low_light,
-    "motion": syn.random_motion_blur,
-    "poisson": random_poisson,
-    "speckle": random_speckle,
-    "salt_pepper": random_salt_pepper,
+def _default_range(fn: Callable[..., np.ndarray], key: str) -> str:
+    """The range ``fn`` draws ``key`` from by default, read from its signature so that help texts
+    never drift from the code."""
+    lo, hi = inspect.signature(fn).parameters[key].default
+    return f"default random in {lo:g}-{hi:g}"
+
+
+@dataclass(frozen=True)
+class DegradationKind:
+    """One kind of degradation, the same for training and evaluation.
+
+    ``draw(img, rng, **keys)`` is a random draw (training; its keyword-only arguments are the recipe's
+    keys). Evaluation fixes a LEVEL: for the kinds with a test protocol of the reference (noise, blur,
+    JPEG and the out-of-distribution noises) :func:`ramir.data.degradations.degrade_for_test`, for the
+    others ``draw`` with its ``level`` keyword fixed."""
+
+    draw: Callable[..., np.ndarray]
+    help: str
+    level: str | None = None  # the keyword of ``draw`` a LEVEL fixes (None: the test protocol's)
+
+
+def _synthetic(draw: Callable[..., np.ndarray], text: str, level: str) -> DegradationKind:
+    """A synthetic kind whose LEVEL fixes ``level``; its help ends with the default range."""
+    sep = "; " if not text.endswith("(") else ""
+    return DegradationKind(draw, f"{text}{sep}{_default_range(draw, level)})", level)
+
+
+# canonical name -> kind; ALIASES maps the other spellings in use (recipes say identity, lowlight)
+DEGRADATIONS: dict[str, DegradationKind] = {
+    "none": DegradationKind(
+        identity, "no degradation: the clean photo itself (what a model must leave alone)"),
+    "noise": DegradationKind(
+        deg.random_noise, "additive Gaussian noise, LEVEL = sigma on 0-255 (paper: 15, 25, 50)"),
+    "blur": DegradationKind(deg.random_blur, "Gaussian blur, 15x15 kernel, LEVEL = sigma (default 2.0)"),
+    "jpeg": DegradationKind(deg.random_jpeg, "JPEG compression, LEVEL = quality (default 50)"),
+    "haze": _synthetic(syn.random_haze, "synthetic haze, LEVEL = beta (thickness", "beta"),
+    "rain": _synthetic(syn.random_rain, "synthetic rain streaks, LEVEL = density (", "density"),
+    "low_light": _synthetic(syn.random_low_light, "synthetic low light, LEVEL = exposure (", "exposure"),
+    "motion": _synthetic(syn.random_motion_blur, "synthetic camera-shake blur, LEVEL = path length in px (",
+                         "length"),
+    "poisson": DegradationKind(
+        random_poisson, "out of distribution: Poisson shot noise, LEVEL = strength (1 = one photon "
+        "per level)"),
+    "speckle": DegradationKind(
+        random_speckle, "out of distribution: multiplicative noise, LEVEL = std (e.g. 0.1, 0.2)"),
+    "salt_pepper": DegradationKind(
+        random_salt_pepper, "out of distribution: impulse noise, LEVEL = fraction of pixels (e.g. 0.01, "
+        "0.05)"),
 }
+ALIASES = {
+    "identity": "none", "clean": "none", "lowlight": "low_light", "saltpepper": "salt_pepper",
+    "sp": "salt_pepper", "gaussian": "noise",
+}
+
+
+def canonical_kind(name: str) -> str:
+    """The registry's name for a degradation spelled any accepted way (``lowlight`` -> ``low_light``)."""
+    k = str(name).strip().lower().replace("-", "_")
+    k = ALIASES.get(k, k)
+    if k not in DEGRADATIONS:
+        raise ConfigError(f"unknown degradation {name!r}; choose from {', '.join(DEGRADATIONS)}")
+    return k
+
+
+def degrade_at_level(clean01: np.ndarray, kind: str, level: float | None, seed: int) -> np.ndarray:
+    """A deterministic degradation for evaluation: the same (image, kind, level, seed), the same output;
+    float32 RGB in [0, 1]. ``level`` None draws the kind's own default (see its help)."""
+    name = canonical_kind(kind)
+    entry = DEGRADATIONS[name]
+    if name == "none":
+        return np.asarray(clean01, dtype=np.float32).copy()
+    if entry.level is not None:
+        kwargs = {} if level is None else {entry.level: float(level)}
+        out = entry.draw(clean01, np.random.default_rng(seed), **kwargs)
+    else:
+        out = deg.degrade_for_test(clean01, name, level, seed)
+    return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
 
 
 def _options(kind: str) -> dict[str, Any]:
     """Keyword-only parameters of the kind's function (the keys a recipe may set) and their defaults."""
-    sig = inspect.signature(DEGRADATION_KINDS[kind])
+    sig = inspect.signature(DEGRADATIONS[kind].draw)
     return {n: p.default for n, p in sig.parameters.items() if p.kind is p.KEYWORD_ONLY and n != "bgr"}
 
 
@@ -75,7 +138,7 @@ class Degradation:
     source: str = ""  # the recipe text, for reports
 
     def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return DEGRADATION_KINDS[self.kind](img, rng, **self.params).astype(np.float32, copy=False)
+        return DEGRADATIONS[self.kind].draw(img, rng, **self.params).astype(np.float32, copy=False)
 
     def __str__(self) -> str:
         return self.source or self.kind
@@ -91,16 +154,14 @@ def build_degradation(
     (``load=False`` only validates the spec and leaves the path unread).
     """
     if spec is None:
-        spec = {"kind": "identity"}
+        spec = {"kind": "none"}
     if isinstance(spec, str):
         spec = {"kind": spec}
     if not isinstance(spec, dict) or "kind" not in spec:
         raise ConfigError(
-            f"a degradation needs a 'kind' (one of {', '.join(DEGRADATION_KINDS)}), got {spec!r}"
+            f"a degradation needs a 'kind' (one of {', '.join(DEGRADATIONS)}), got {spec!r}"
         )
-    kind = spec["kind"]
-    if kind not in DEGRADATION_KINDS:
-        raise ConfigError(f"unknown degradation kind {kind!r}; choose from {', '.join(DEGRADATION_KINDS)}")
+    kind = canonical_kind(spec["kind"])
     options = _options(kind)
     allowed = set(options) | ({"preset"} if kind in deg.PRESETS["paper"] else set())
     reject_unknown_keys({k: v for k, v in spec.items() if k != "kind"}, allowed, f"degradation {kind!r}")
@@ -138,4 +199,4 @@ def build_degradation(
 
 def degradation_options() -> dict[str, dict[str, Any]]:
     """Every kind with its settable keys and default ranges (for the docs and ``--help``)."""
-    return {k: _options(k) for k in DEGRADATION_KINDS}
+    return {k: _options(k) for k in DEGRADATIONS}

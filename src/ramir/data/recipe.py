@@ -51,8 +51,8 @@ from ramir.data.folders import (
     list_images,
     names,
     pair_folders,
-    read_image,
     read_name_list,
+    read_rgb_float,
     warn_unmatched,
 )
 from ramir.data.mixture import MixtureDataset
@@ -175,7 +175,8 @@ def parse_source(entry: Any, *, base_dir: str | Path | None = None, where: str =
             resolved = kernels if kernels.is_absolute() else Path(base_dir) / kernels
             degradation = {**degradation, "kernels": str(resolved)}
         try:  # validate now (kernel files are only read when the source is opened)
-            default_name = build_degradation(degradation, base_dir=base_dir, load=False).kind
+            kind = build_degradation(degradation, base_dir=base_dir, load=False).kind
+            default_name = "clean" if kind == "none" else kind  # a source of clean photos kept as they are
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
     else:
@@ -344,7 +345,7 @@ def _check_files(source: Source) -> list[str]:
     if isinstance(source, CleanSource):
         for p in source.paths:
             try:
-                read_image(p)
+                read_rgb_float(p)
             except ImageError:
                 unreadable.append(p)
     else:
@@ -352,7 +353,7 @@ def _check_files(source: Source) -> list[str]:
             shapes = []
             for p in (lq_path, gt_path):
                 try:
-                    shapes.append(read_image(p).shape)
+                    shapes.append(read_rgb_float(p).shape)
                 except ImageError:
                     unreadable.append(p)
             if len(shapes) == 2 and shapes[0] != shapes[1]:
@@ -438,7 +439,7 @@ def mac_images(
         if (
             skip_identity
             and isinstance(source.degradation, Degradation)
-            and source.degradation.kind == "identity"
+            and source.degradation.kind == "none"
         ):
             continue
         for i in range(min(per_source, len(source))):

@@ -384,14 +384,18 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, value
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``key.sub=value`` strings to a recipe mapping (a copy); unknown keys are caught later.
+def apply_overrides(
+    data: dict[str, Any], overrides: list[str], values: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Apply ``key.sub=value`` strings (values read as YAML), then ``values`` (dotted key -> value, set
+    as they are: a path stays a string) to a recipe mapping (a copy); unknown keys are caught later.
 
     A numeric component indexes a list: ``data.train.sources.0.root=/photos``.
     """
     data = copy.deepcopy(data)
-    for text in overrides or []:
-        parts, value = parse_override(text)
+    settings = [(text, *parse_override(text)) for text in overrides or []]
+    settings += [(key, key.split("."), value) for key, value in (values or {}).items()]
+    for text, parts, value in settings:
         node: Any = data
         for i, part in enumerate(parts):
             where = ".".join(parts[: i + 1])
@@ -415,13 +419,16 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read a YAML recipe (with ``_base_``), apply ``--set`` overrides, type-check and validate it.
+def load_recipe(
+    path: str | Path, overrides: list[str] | None = None, values: dict[str, Any] | None = None
+) -> Recipe:
+    """Read a YAML recipe (with ``_base_``), apply ``--set`` overrides and then ``values`` (dotted
+    keys, values as they are: what a command's own options set), type-check and validate it.
 
     Relative data roots are resolved by :mod:`ramir.data` against the recipe's directory; ``init_from``
     and ``finetune.ranking`` (usually given on the command line) against the working directory.
     """
-    recipe = recipe_from_dict(apply_overrides(read_recipe_dict(path), overrides or []))
+    recipe = recipe_from_dict(apply_overrides(read_recipe_dict(path), overrides or [], values))
     recipe.base_dir = Path(path).resolve().parent
     return recipe
 

@@ -36,15 +36,10 @@ class DistEnv:
 
 
 def _pick_device(preference: str, local_rank: int) -> torch.device:
-    if preference == "auto":
-        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(preference)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("train.device asks for CUDA but no GPU is available")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    return device
+    """``train.device``: "auto" is this process's GPU, else the CPU (training does not use MPS)."""
+    from ramir.devices import resolve_device
+
+    return resolve_device(preference, local_rank=local_rank, allow_mps=False)
 
 
 def setup(device_preference: str = "auto", *, always: bool = False) -> tuple[DistEnv, torch.device, bool]:
@@ -91,10 +86,6 @@ def wrap(model: nn.Module, env: DistEnv, device: torch.device) -> nn.Module:
         return model
     device_ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=False)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 def barrier(env: DistEnv) -> None:

@@ -15,9 +15,7 @@ import copy
 import torch
 from torch import nn
 
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
+from ramir.layers import unwrap
 
 
 class ModelEma:
@@ -30,14 +28,14 @@ class ModelEma:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
         self.decay = decay
-        self.module = copy.deepcopy(_unwrap(model)).eval()
+        self.module = copy.deepcopy(unwrap(model)).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
 
     def _pairs(self, model: nn.Module):
         """(ema floats, raw floats, ema others, raw others); rebuilt each call, so moving or converting
         the model (``.to``, channels_last) never leaves stale references behind."""
-        mine, theirs = self.module.state_dict(keep_vars=True), _unwrap(model).state_dict(keep_vars=True)
+        mine, theirs = self.module.state_dict(keep_vars=True), unwrap(model).state_dict(keep_vars=True)
         if mine.keys() != theirs.keys():
             raise ValueError("EMA and model state_dict keys differ")
         ef, rf, eo, ro = [], [], [], []
@@ -64,7 +62,7 @@ class ModelEma:
     @torch.no_grad()
     def copy_from(self, model: nn.Module) -> None:
         """Reset the average to ``model``'s current weights."""
-        self.module.load_state_dict(_unwrap(model).state_dict())
+        self.module.load_state_dict(unwrap(model).state_dict())
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.module.state_dict()

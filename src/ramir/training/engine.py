@@ -76,19 +76,15 @@ def build_model(recipe: Recipe) -> nn.Module:
     if not path.is_file():
         raise CheckpointError(f"init_from: no such checkpoint: {path}")
     if recipe.model is not None:
-        from ramir.checkpoints import load_checkpoint, load_state_dict_strict
+        from ramir.checkpoints import load_checkpoint, load_state_dict_adopting
 
         model = create_model(recipe.model.name, **recipe.model.overrides)
         ckpt = load_checkpoint(path)
         state = ckpt.ema_state_dict if use_ema else ckpt.raw_state_dict
         if state is None:
             raise CheckpointError(f"{path} holds no EMA weights (finetune.init: ema)")
-        from ramir.archs.rfr import RestormerRFR, init_from_restormer, is_rfr_state
-
-        if isinstance(model, RestormerRFR) and not is_rfr_state(state):  # RAM++: RFR from RAM-Restormer
-            init_from_restormer(model, state, f"model {recipe.model.name!r}")
-        else:
-            load_state_dict_strict(model, state, f"model {recipe.model.name!r}")
+        # a family may start from another's weights (RAM++: RFR from a RAM-Restormer checkpoint)
+        load_state_dict_adopting(model, state, f"model {recipe.model.name!r}")
         return model
     from ramir.checkpoints import load_network
 
@@ -619,7 +615,7 @@ class Trainer:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         return loss
 
-    def _batches(self) -> Iterator[dict[str, Any]]:
+    def batches(self) -> Iterator[dict[str, Any]]:
         """Batches from the current iteration on, epoch after epoch (each epoch a fresh loader)."""
         cfg = self.recipe.train
         while True:
@@ -673,7 +669,7 @@ class Trainer:
         self._last_saved = self.iteration if self.resumed_from is not None else -1
         try:
             with self._signals():
-                batches = self._batches()
+                batches = self.batches()
                 while self.iteration < stop_at:
                     start = time.perf_counter()
                     loss = self.train_step(next(batches))

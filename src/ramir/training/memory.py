@@ -19,12 +19,11 @@ from ramir.errors import ConfigError
 
 
 def default_block_types(model: nn.Module) -> tuple[type[nn.Module], ...]:
-    """The repeated blocks of the networks ramir ships (the unit worth recomputing)."""
-    from ramir.archs.nafnet import NAFBlock
-    from ramir.archs.promptir import TransformerBlock
-    from ramir.archs.swinir import SwinTransformerBlock
+    """The repeated blocks (the unit worth recomputing) that the known architectures' descriptors
+    name, those present in ``model``."""
+    from ramir.archs import architectures
 
-    known = (SwinTransformerBlock, TransformerBlock, NAFBlock)
+    known = tuple(dict.fromkeys(t for arch in architectures() for t in arch.checkpoint_blocks))
     return tuple(t for t in known if any(isinstance(m, t) for m in model.modules()))
 
 

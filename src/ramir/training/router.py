@@ -92,7 +92,7 @@ def assemble(
 ) -> nn.Module:
     """A :class:`~ramir.archs.routed.RoutedNetwork` from a trained router and the experts' checkpoints
     (their EMA weights when they have them); the experts must share one architecture and config."""
-    from ramir.archs import build_network
+    from ramir.archs.routed import build_routed
     from ramir.checkpoints import load_checkpoint, load_state_dict_strict
 
     ckpts = {name: load_checkpoint(path, prefer_ema=True) for name, path in expert_paths.items()}
@@ -100,13 +100,12 @@ def assemble(
     if len(specs) != 1 or any(c.spec is None for c in ckpts.values()):
         raise ConfigError("the experts of a routed network must share one recorded architecture")
     first = next(iter(ckpts.values())).spec
-    net = build_network(
-        "routed",
+    net = build_routed(
+        first.arch,
+        first.kwargs,
         classes=list(classes),
         class_to_expert=list(class_to_expert),
         experts=list(ckpts),
-        expert_arch=first.arch,
-        expert_kwargs=dict(first.kwargs),
         router_width=router.full[0].out_channels,
         route_size=route_size,
         keep_threshold=keep_threshold,

@@ -108,7 +108,7 @@ class FinetuneStage:
 
     def prepare(self, model: nn.Module) -> list[str]:
         from ramir.layers import attributable_layers
-        from ramir.selection import freeze_except
+        from ramir.ranking import freeze_except
 
         known = set(attributable_layers(model))
         unknown = [name for name in self.layers if name not in known]
@@ -140,8 +140,7 @@ def finetune_layers(model: nn.Module, ranking_path: str, ratio: float, by: str =
     For RAM++'s RFR network the ranking (computed on the RAM-Restormer) lacks the new fusion layers; as
     the reference's ``filter_name_RFR.txt`` they go first, so ``ratio`` counts over all layers (0.358 of
     439 = the 33 fusion layers + the top 124 of 406, "30 %"), and all of them are kept at any ratio."""
-    from ramir.mac import load_ranking
-    from ramir.selection import select_layers
+    from ramir.ranking import load_ranking, select_layers
 
     ranking = load_ranking(ranking_path)
     extra: list[str] = list(getattr(model, "rfr_layers", list)())

@@ -1,6 +1,6 @@
 """A contact sheet of the default model at work: one row per task, input | restored | clean, with PSNR.
 
-    python benchmarks/restoration_sheet.py --suite configs/eval/validation.yaml \\
+    python -m experiments.figures.restoration_sheet --suite configs/eval/validation.yaml \\
         --model src/ramir/weights/default.safetensors --out docs/restorations.png
 
 The photos come from a suite's tasks (by default the validation split, which no training run sees),
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from experiments.figures.contact_sheet import centre_crop, label
 
-from benchmarks.contact_sheet import centre_crop, label
 from ramir import evaluation as ev
 from ramir import metrics
 from ramir.fileio import atomic_path

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The quick check that chose between candidate weights of the default model (docs/default-model.md):
+# The quick check that chose between candidate weights of the first default model (MODEL_CARD.md here):
 # the tasks where the bar was tight (noise 25 against NLM; Rain12, Rain100L, motion blur, blur and JPEG
-# against the input), one evaluation per candidate, one thread each, side by side. Usage, from the
-# repository root:
-#   benchmarks/eval_candidates.sh ft5=runs/default_finetune5/final.safetensors ft5b=runs/default_finetune5b/final.safetensors
+# against the input), one evaluation per candidate, one thread each, side by side. Usage, from anywhere:
+#   experiments/default_v1/eval_candidates.sh ft5=runs/default_finetune5/final.safetensors \
+#       ft5b=runs/default_finetune5b/final.safetensors
 # Writes runs/eval/crit_<label>/ (report.md, per_image.csv). Same degradations (seeds) as
-# benchmarks/eval_default_model.sh, so the input rows of either report apply.
+# experiments/default_v1/eval_default_model.sh, so the input rows of either report apply.
 set -euo pipefail
+cd "$(dirname "$0")/../.."
 export OMP_NUM_THREADS=1
 D=../shared/data/test
 for spec in "$@"; do

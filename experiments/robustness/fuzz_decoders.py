@@ -11,7 +11,7 @@ decompression bombs. Seeds are 24x20 images made here (RGB, grey, RGBA, palette,
 The long run (about 0.02-0.05 s a case on one core: 5000 cases in 2-4 minutes; the test runs a fixed,
 bounded sample)::
 
-    OMP_NUM_THREADS=1 python -m benchmarks.fuzz_decoders --cases 5000 --seed 0
+    OMP_NUM_THREADS=1 python -m experiments.robustness.fuzz_decoders --cases 5000 --seed 0
 
 It prints cases and outcomes per format and per mutation kind, then the counts that must be 0
 (tracebacks or escaped exceptions, web 500s, partial outputs, changed inputs, other broken promises such

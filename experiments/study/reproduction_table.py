@@ -1,6 +1,6 @@
 """Collect ``ramir evaluate`` results of several runs into the tables of docs/reproduction.md.
 
-    python -m benchmarks.reproduction_table runs/eval/study_*_default_model runs/eval/study_*_ood \
+    python -m experiments.study.reproduction_table runs/eval/study_*_default_model runs/eval/study_*_ood \
         --order input plain mac10 random10 ig10 full100
 
 Each argument is an evaluate output folder (its results.json); methods with the same label across

@@ -1,15 +1,15 @@
 """How bright and how dense rain streaks are: real rainy/clean pairs against ramir's synthetic rain.
 
-    python -m benchmarks.rain_stats            # reads ../shared/data (never committed)
-    python -m benchmarks.rain_stats --model runs/default_finetune3/final.safetensors   # + where it fails
+    python -m experiments.default_v1.rain_stats        # reads ../shared/data (never committed)
+    python -m experiments.default_v1.rain_stats --model runs/default_finetune3/final.safetensors  # + failures
 
 For each set: the fraction of pixels that the rain brightens by more than 5/255 (mean over RGB) and
 their mean brightening, averaged over images. With ``--model``: per Rain12 / Rain100L_10 image, the
 PSNR of the input and of the model's output on the streak pixels (the rain brightens them by more than
 10/255 in some channel) and on the rest, so one sees whether a model removes rain or only damages the
-rain-free pixels (RGB uint8, 4-pixel border cropped). Written for the default model's light-rain source
-(configs/default_finetune4.yaml, read from the recipe): it shows how far the default synthetic ranges are
-from Rain12/Rain100L.
+rain-free pixels (RGB uint8, 4-pixel border cropped). Written for the first default model's light-rain
+source (default_finetune4.yaml beside this script, read from the recipe): it shows how far the default
+synthetic ranges are from Rain12/Rain100L.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ramir.data.folders import list_images, pair_folders, read_image
+from ramir.data.folders import list_images, pair_folders, read_rgb_float
 from ramir.data.online import Degradation, build_degradation
 from ramir.metrics import quantize_u8
 from ramir.training.config import load_recipe
 
-LIGHT_RAIN_RECIPE, LIGHT_RAIN_SOURCE = Path("configs/default_finetune4.yaml"), "rain_light"
+LIGHT_RAIN_RECIPE, LIGHT_RAIN_SOURCE = Path(__file__).with_name("default_finetune4.yaml"), "rain_light"
 THRESHOLD = 5.0  # on 0-255
 
 
@@ -47,14 +47,14 @@ def pairs(root: Path) -> list[tuple[Path, Path]]:
 
 
 def paired(root: Path) -> list[tuple[float, float]]:
-    return [streak_stats(read_image(a), read_image(b)) for a, b in pairs(root)]
+    return [streak_stats(read_rgb_float(a), read_rgb_float(b)) for a, b in pairs(root)]
 
 
 def synthetic(root: Path, n: int, seed: int, degrade: Degradation) -> list[tuple[float, float]]:
     rng = np.random.default_rng(seed)
     out = []
     for path in list_images(root)[:n]:
-        clean = read_image(path)
+        clean = read_rgb_float(path)
         out.append(streak_stats(degrade(clean, rng), clean))
     return out
 
@@ -74,7 +74,7 @@ def where_it_fails(model: str, root: Path) -> None:
     restorer = load(model, device="cpu", tile=0)
     print(f"\n{root.name}: PSNR (RGB) input -> output, on streak pixels | on rain-free pixels")
     for a, b in pairs(root):
-        x, t = quantize_u8(read_image(a)), quantize_u8(read_image(b))
+        x, t = quantize_u8(read_rgb_float(a)), quantize_u8(read_rgb_float(b))
         y = restorer.restore(x)  # uint8 in, uint8 out
         streak = (x.astype(np.int16) - t.astype(np.int16)).max(axis=-1) > 10
         print(f"{a.name:<16} streak px {streak.mean():.3f}  streaks {masked_psnr(x, t, streak):6.2f} -> "

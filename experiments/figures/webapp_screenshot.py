@@ -1,6 +1,6 @@
 """Screenshot of the web app with a real restoration, for the README (``docs/webapp.png``).
 
-    python benchmarks/webapp_screenshot.py [--model CHECKPOINT] [--out docs/webapp.png]
+    python -m experiments.figures.webapp_screenshot [--model CHECKPOINT] [--out docs/webapp.png]
 
 Starts ``ramir serve``'s server in a thread with the same Restorer the CLI loads (the embedded default
 model unless ``--model`` is given), opens the page in headless Chromium, uploads a noisy crop of

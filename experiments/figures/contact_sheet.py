@@ -1,6 +1,6 @@
 """A contact sheet of the training degradations: rows = clean photos, columns = clean + each degradation.
 
-    python benchmarks/contact_sheet.py --images ../shared/data/train/BSDS432 \\
+    python -m experiments.figures.contact_sheet --images ../shared/data/train/BSDS432 \\
         --kernels ../shared/data/kernels/Levin09.mat --out docs/degradations.png
 
 Every degradation is drawn from its default training range (seeded per row and column) and applied
@@ -19,7 +19,7 @@ import numpy as np
 
 from ramir.data import degradations as deg
 from ramir.data import synthetic as syn
-from ramir.data.folders import list_images, read_image
+from ramir.data.folders import list_images, read_rgb_float
 from ramir.data.kernels import load_levin_kernels
 from ramir.fileio import atomic_path
 
@@ -70,7 +70,7 @@ def contact_sheet(
         )
     ]
     for r, path in enumerate(paths):
-        clean = centre_crop(read_image(path), crop)
+        clean = centre_crop(read_rgb_float(path), crop)
         tiles = []
         for c, (_, fn) in enumerate(cols):
             out = fn(clean, np.random.default_rng([seed, r, c]))
