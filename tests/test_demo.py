@@ -98,7 +98,9 @@ def test_demo_bad_input_is_one_line_and_nonzero(tmp_path, capsys, tiny_model, no
     # the output folder is a file
     (tmp_path / "taken").write_text("")
     code, err = run("--out", str(tmp_path / "taken"), "--model", tiny_model, "--device", "cpu")
-    assert code != 0 and len(err) == 1 and err[0].startswith("ramir: error: ")
+    taken = tmp_path / "taken"
+    expected = f"ramir: error: --out {taken}: is a file; name a folder for the demo's pictures"
+    assert code == 2 and err == [expected]
     # nothing was written for any failed run
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.safetensors", "taken"]
 

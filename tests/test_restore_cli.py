@@ -257,6 +257,9 @@ def test_auto_backend_uses_onnxruntime_for_the_embedded_model_on_cpu(tmp_path, c
     assert auto_backend(net, cpu, precision="bf16", embedded=True) == "torch"
     assert auto_backend(net, cpu, twin_mask=True, embedded=True) == "torch"
     assert auto_backend(net, torch.device("cuda"), embedded=True) == "torch"
+    # the policy lives in ramir.load: the library's default gets it too (experts export on first use)
+    assert ramir.load(device="cpu").backend == "onnxruntime"
+    assert ramir.load(default_weights(), device="cpu").backend == "torch"
     monkeypatch.setenv("RAMIR_CACHE", str(tmp_path / "cache"))
     src = _img(tmp_path / "a.png", size=(67, 45))
     assert _run(capsys, str(src), "-o", str(tmp_path / "auto"), "--device", "cpu")[0] == 0

@@ -57,11 +57,14 @@ def _save_png(path: Path, rgb01: np.ndarray) -> None:
 
 def run_demo(out_dir: str | Path, model: str | None = None, device: str = "auto") -> list[DemoResult]:
     """Degrade, restore and write every case of :data:`CASES` under ``out_dir``."""
+    from ramir.errors import RamirError
     from ramir.evaluation import degrade
     from ramir.imageio import compare_image
     from ramir.inference import load
     from ramir.metrics import psnr
 
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise RamirError(f"--out {out_dir}: is a file; name a folder for the demo's pictures")
     # PyTorch: for seven small photos a first-run ONNX export would cost more than it saves
     restorer = load(model, device=device, backend="torch")
     out = Path(out_dir)  # created once the model has loaded: a failed start leaves nothing behind
