@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -151,7 +152,7 @@ def test_import_ramir_imports_no_network():
     code = ("import sys, ramir; "
             "print(sorted(m for m in sys.modules if m.startswith('ramir.archs.')"
             " and m != 'ramir.archs.descriptor'))")
-    out = subprocess.run(["python", "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
