@@ -241,10 +241,6 @@ def _batches(row: list, size: int) -> Iterator[list]:
         yield batch
 
 
-def _resolve_device(device: str | torch.device | None, network: nn.Module | None = None) -> torch.device:
-    return resolve_device(device, network=network)
-
-
 def restore_tensor(
     network: nn.Module | Callable[[torch.Tensor], torch.Tensor],
     x01: torch.Tensor,
@@ -274,7 +270,7 @@ def restore_tensor(
     if overlap < 0:
         raise ValueError(f"overlap must be >= 0, got {overlap}")
     module = network if isinstance(network, nn.Module) else None
-    dev = _resolve_device(device, module)
+    dev = resolve_device(device, network=module)
     if module is not None and device is not None:
         module.to(dev)
     multiple = multiple or (network_multiple(module) if module is not None else 1)
@@ -616,7 +612,7 @@ def load(
     """
     from ramir.archs import ARCHITECTURES, MODEL_CONFIGS, create_model
 
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     if isinstance(name_or_path, nn.Module):
         network, name = name_or_path, type(name_or_path).__name__
     elif name_or_path is None:

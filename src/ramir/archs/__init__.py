@@ -203,13 +203,19 @@ def network_spec(model: nn.Module) -> NetworkSpec | None:
 def architecture_of(model: nn.Module) -> Architecture | None:
     """The descriptor of a network: by its recorded spec (built by the registry), else by its class
     (looking through wrappers); None for a module of no known family."""
-    spec = network_spec(model)
-    if spec is not None and spec.arch in ARCHITECTURES:
-        return architecture(spec.arch)
+    described = _described(model)
+    if described is not None:
+        return described[0]
     from ramir.layers import unwrap
 
     cls = type(unwrap(model))
     return next((arch for arch in architectures() if arch.network is cls), None)
+
+
+def _described(network: nn.Module) -> tuple[Architecture, dict[str, Any]] | None:
+    """The descriptor and constructor arguments of a network the registry built (its recorded spec)."""
+    spec = network_spec(network)
+    return (architecture(spec.arch), spec.kwargs) if spec is not None and spec.arch in ARCHITECTURES else None
 
 
 def network_multiple(network: nn.Module) -> int:
@@ -217,9 +223,10 @@ def network_multiple(network: nn.Module) -> int:
     ``size_multiple`` attribute, 1 when it has none). Tiling and ONNX padding follow it."""
     from ramir.layers import unwrap
 
-    arch, spec = architecture_of(network), network_spec(network)
-    if arch is not None and spec is not None:
-        return int(arch.size_multiple(spec.kwargs))
+    described = _described(network)
+    if described is not None:
+        arch, kwargs = described
+        return int(arch.size_multiple(kwargs))
     for net in (network, unwrap(network)):
         for attr in ("size_multiple", "pad_multiple", "window_size"):
             value = getattr(net, attr, None)
@@ -233,7 +240,8 @@ def bytes_per_pixel(network: nn.Module) -> int:
     descriptor's estimate, a generic one for modules the registry did not build."""
     from ramir.archs.descriptor import FALLBACK_BYTES_PER_PIXEL
 
-    arch, spec = architecture_of(network), network_spec(network)
-    if arch is None or spec is None:
+    described = _described(network)
+    if described is None:
         return FALLBACK_BYTES_PER_PIXEL
-    return int(arch.bytes_per_pixel(spec.kwargs))
+    arch, kwargs = described
+    return int(arch.bytes_per_pixel(kwargs))

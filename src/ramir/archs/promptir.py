@@ -628,11 +628,12 @@ def _validate(
 
 
 # ------------------------------------------------------------------------------------- descriptor
-_DEFAULTS: dict = dict(
+# constructor defaults of the Restormer U-Net that PromptIR, RAM-Restormer and RFR share
+BACKBONE_DEFAULTS: dict = dict(
     inp_channels=3, out_channels=3, dim=48, num_blocks=[4, 6, 6, 8], num_refinement_blocks=4,
     heads=[1, 2, 4, 8], ffn_expansion_factor=2.66, bias=False, LayerNorm_type="WithBias",
-    prompt_dims=[64, 128, 320], prompt_len=5, prompt_sizes=[64, 32, 16],
 )
+_DEFAULTS: dict = dict(BACKBONE_DEFAULTS, prompt_dims=[64, 128, 320], prompt_len=5, prompt_sizes=[64, 32, 16])
 _LEVELS = ("encoder_level1", "encoder_level2", "encoder_level3", "latent")
 # Convs the original PromptIR constructs but never uses in forward; RAM's PromptIR (and ours) omits them.
 UNUSED_KEYS = re.compile(r"^(chnl_reduce[123]|reduce_noise_channel_[123])\.(weight|bias)$")
@@ -669,17 +670,21 @@ def _detect(sd: StateDict) -> dict:
     return {"decoder": decoder, **differing(found, _DEFAULTS)}
 
 
-def restormer_family_bytes_per_pixel(kw: dict) -> int:
+def _bytes_per_pixel(kw: dict) -> int:
     """The widest full-resolution stage (decoder level 1 at 2 x dim channels, a gated FFN of
     2 x 2.66 x that) plus skip tensors."""
     return int(4 * int(kw.get("dim", 48)) * 40 * 1.5)
 
 
-ARCHITECTURE = Architecture(
-    name="promptir", display_name="PromptIR", network=PromptIR,
-    size_multiple=lambda kw: PAD_MULTIPLE,
-    bytes_per_pixel=restormer_family_bytes_per_pixel,
+# what the descriptors of the Restormer family (PromptIR, RAM-Restormer, RFR) share: padding, memory
+# estimate and the blocks worth recomputing
+RESTORMER_FAMILY: dict = dict(
+    size_multiple=lambda kw: PAD_MULTIPLE, bytes_per_pixel=_bytes_per_pixel,
     checkpoint_blocks=(TransformerBlock,),
+)
+
+ARCHITECTURE = Architecture(
+    name="promptir", display_name="PromptIR", network=PromptIR, **RESTORMER_FAMILY,
     looks_like=looks_like_restormer_family, detect=_detect,
     expected_keys=("patch_embed.proj.weight", "encoder_level1.0.attn.temperature", "prompt1.prompt_param"),
     unused_keys=UNUSED_KEYS,

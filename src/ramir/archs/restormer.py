@@ -28,9 +28,10 @@ from torch import nn
 
 from ramir.archs.descriptor import Architecture, StateDict, differing
 from ramir.archs.promptir import (
+    BACKBONE_DEFAULTS,
     PAD_MULTIPLE,
+    RESTORMER_FAMILY,
     OverlapPatchEmbed,
-    TransformerBlock,
     Upsample,
     _blocks,
     _reflect_pad_to_multiple,
@@ -39,7 +40,6 @@ from ramir.archs.promptir import (
     fast_layout,
     looks_like_restormer_family,
     read_restormer_backbone,
-    restormer_family_bytes_per_pixel,
     run_blocks,
 )
 from ramir.errors import ConfigError
@@ -155,12 +155,6 @@ def _validate(
 
 
 # ------------------------------------------------------------------------------------- descriptor
-_DEFAULTS: dict = dict(
-    inp_channels=3, out_channels=3, dim=48, num_blocks=[4, 6, 6, 8], num_refinement_blocks=4,
-    heads=[1, 2, 4, 8], ffn_expansion_factor=2.66, bias=False, LayerNorm_type="WithBias",
-)
-
-
 def _looks_like(sd: StateDict) -> bool:
     """PromptIR's keys without any prompt or prompt-fusion module. (RFR's state dicts have these keys
     too: RFR is registered, and so recognised, first.)"""
@@ -174,14 +168,11 @@ def detect_restormer(sd: StateDict) -> dict:
 
     The published Restormer has the same keys and shapes but adds its input to the output; its
     weights load here and then run without that skip (keys cannot tell the two apart)."""
-    return differing(read_restormer_backbone(sd, "RAM-Restormer"), _DEFAULTS)
+    return differing(read_restormer_backbone(sd, "RAM-Restormer"), BACKBONE_DEFAULTS)
 
 
 ARCHITECTURE = Architecture(
-    name="restormer", display_name="RAM-Restormer", network=RAMRestormer,
-    size_multiple=lambda kw: PAD_MULTIPLE,
-    bytes_per_pixel=restormer_family_bytes_per_pixel,
-    checkpoint_blocks=(TransformerBlock,),
+    name="restormer", display_name="RAM-Restormer", network=RAMRestormer, **RESTORMER_FAMILY,
     looks_like=_looks_like, detect=detect_restormer,
     expected_keys=("patch_embed.proj.weight", "encoder_level1.0.attn.temperature",
                    "reduce_chan_level3.weight"),

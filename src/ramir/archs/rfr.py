@@ -41,14 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ramir.archs.descriptor import Architecture, shape
-from ramir.archs.promptir import (
-    PAD_MULTIPLE,
-    TransformerBlock,
-    Upsample,
-    _reflect_pad_to_multiple,
-    encode,
-    restormer_family_bytes_per_pixel,
-)
+from ramir.archs.promptir import PAD_MULTIPLE, RESTORMER_FAMILY, Upsample, _reflect_pad_to_multiple, encode
 from ramir.archs.restormer import RAMRestormer, RestormerConfigError, detect_restormer
 from ramir.errors import CheckpointError, RamirError, first_line
 from ramir.imagespace import IMAGENET_MEAN, IMAGENET_STD
@@ -420,10 +413,7 @@ def _adopt_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> di
 
 
 ARCHITECTURE = Architecture(
-    name="rfr", display_name="RAM++ RFR", network=RestormerRFR,
-    size_multiple=lambda kw: PAD_MULTIPLE,
-    bytes_per_pixel=restormer_family_bytes_per_pixel,
-    checkpoint_blocks=(TransformerBlock,),
+    name="rfr", display_name="RAM++ RFR", network=RestormerRFR, **RESTORMER_FAMILY,
     exportable=False,  # the DINOv2 features are computed outside the graph; not exported yet
     looks_like=_looks_like, detect=_detect,
     expected_keys=("dr_adaptation1.adaptation.0.weight", "dino_fusion_deep.temperature"),
