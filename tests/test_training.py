@@ -6,6 +6,7 @@ convolutional network and an in-memory dataset whose items are functions of thei
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -176,6 +177,39 @@ def test_shipped_recipes_follow_the_paper():
         assert (ft.finetune.ratio, ft.finetune.by, ft.finetune.init) == (ratio, "count", "raw")
         assert (ft.optim.lr, ft.optim.betas, ft.schedule.eta_min) == (2e-4, [0.9, 0.99], 1e-7)
         assert (ft.schedule.iterations, ft.schedule.warmup, ft.train.batch_size) == (160_000, 4_000, 4)
+
+
+def test_finetune_recipes_start_where_their_pretraining_writes():
+    """A fine-tuning recipe's ``init_from`` and ranking sit in its pre-training recipe's output folder."""
+    checked = 0
+    for path in sorted(CONFIGS.glob("*finetune.yaml")):
+        ft = load_recipe(path)
+        pre_dir = Path(ft.init_from).parent
+        pre_path = CONFIGS / f"{pre_dir.name}.yaml"
+        if not pre_path.is_file():
+            continue
+        assert pre_dir == load_recipe(pre_path).resolved_output_dir(), path.name
+        assert Path(ft.finetune.ranking).parent == pre_dir, path.name
+        checked += 1
+    assert checked >= 7
+
+
+@pytest.mark.parametrize("tasks,pre_its,ft_its", [(3, 1_080_000, 270_000), (5, 1_200_000, 200_000)])
+def test_rampp_task_settings_change_only_data_and_iterations(tasks, pre_its, ft_its):
+    """RAMPP_SPEC §b/§e: the 3- and 5-task runs are the 7-task recipes with their own data and length."""
+    seven_pre = load_recipe(CONFIGS / "rampp_restormer_pretrain.yaml")
+    seven_ft = load_recipe(CONFIGS / "rampp_rfr_finetune.yaml")
+    pre = load_recipe(CONFIGS / f"rampp_{tasks}task_pretrain.yaml")
+    ft = load_recipe(CONFIGS / f"rampp_{tasks}task_finetune.yaml")
+    assert (pre.schedule.iterations, ft.schedule.iterations) == (pre_its, ft_its)
+    for new, seven in ((pre, seven_pre), (ft, seven_ft)):
+        assert (new.stage, new.model, new.mask, new.optim, new.ema, new.train) == (
+            seven.stage, seven.model, seven.mask, seven.optim, seven.ema, seven.train)
+        assert (new.schedule.warmup, new.schedule.eta_min) == (seven.schedule.warmup, seven.schedule.eta_min)
+        assert len(new.data["train"]["sources"]) == tasks and new.data["train"]["patch_size"] == 128
+    assert ft.finetune == dataclasses.replace(seven_ft.finetune, ranking=ft.finetune.ranking)
+    assert ft.init_from == f"runs/rampp_{tasks}task_pretrain/final.safetensors"  # where stage 1 writes
+    assert Path(ft.init_from).parent == pre.resolved_output_dir()
 
 
 # --------------------------------------------------------------------------------------------------

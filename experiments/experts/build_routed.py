@@ -46,6 +46,7 @@ SOURCE_CLASSES = {
     "rain_synthetic": "rain",
     "rain_light": "rain",
     "rain100h": "rain",
+    "rain_transfer": "rain",
     "haze": "haze",
     "lowlight": "lowlight",
 }

@@ -81,13 +81,17 @@ class TaskSpec:
     level: float | None = None
     seed: int = 0
     only: Path | None = None  # a name list (configs/splits/): the task keeps these images only
+    options: dict[str, Any] = field(default_factory=dict)  # clean only: further keys of the degradation
 
     def describe(self) -> str:
         if self.source == "paired":
             dirs = f", {self.input_dir}/ vs {self.target_dir}/" if self.input_dir else ""
             return f"paired {self.root} (layout {self.layout}{dirs})"
         level = "" if self.level is None else f" {self.level:g}"
-        return f"clean {self.root} + {self.degradation}{level} (seed {self.seed})"
+        extra = "".join(
+            f", {k}={Path(v).name if k.startswith('bank') else v}" for k, v in self.options.items()
+        )
+        return f"clean {self.root} + {self.degradation}{level}{extra} (seed {self.seed})"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -135,10 +139,12 @@ def make_task(
     level: float | None = None,
     seed: int = 0,
     only: str | Path | None = None,
+    options: dict[str, Any] | None = None,
 ) -> TaskSpec:
     """Validate and build a :class:`TaskSpec` (the folder must exist; a paired layout is detected).
 
-    ``only``: a name list file (``configs/splits/``); the task keeps the images it names.
+    ``only``: a name list file (``configs/splits/``); the task keeps the images it names. ``options``:
+    further keys of a clean task's degradation (validated here; a rain_transfer ``bank`` is read here).
     """
     from ramir.data.folders import LAYOUTS
 
@@ -167,7 +173,17 @@ def make_task(
         if kind in ("noise", "poisson", "speckle", "salt_pepper") and level is None:
             raise ConfigError(f"task {name!r}: {kind} needs a level, e.g. {name}=clean:{path}:{kind}:25")
         lvl = None if level is None else float(level)
-        return TaskSpec(name, "clean", path, degradation=kind, level=lvl, seed=int(seed), only=only)
+        opts = dict(options or {})
+        if opts or kind == "rain_transfer":
+            from ramir.data.online import build_degradation
+
+            try:
+                build_degradation({"kind": kind, **opts})  # unknown keys, ranges, and the bank itself
+            except ConfigError as exc:
+                raise ConfigError(f"task {name!r}: {exc}") from None
+        return TaskSpec(
+            name, "clean", path, degradation=kind, level=lvl, seed=int(seed), only=only, options=opts
+        )
     raise ConfigError(f"task {name!r}: source must be 'paired' or 'clean', got {source!r}")
 
 
@@ -219,7 +235,9 @@ class Suite:
 
 
 _SUITE_KEYS = {"tasks", "models", "baselines", "seed", "max_images", "data_root"}
-_TASK_KEYS = {"paired", "clean", "layout", "input", "target", "degradation", "level", "seed", "only"}
+_TASK_KEYS = {
+    "paired", "clean", "layout", "input", "target", "degradation", "level", "seed", "only", "options"
+}
 
 
 def load_suite(path: str | Path, seed: int | None = None, data_root: str | Path | None = None) -> Suite:
@@ -263,6 +281,15 @@ def load_suite(path: str | Path, seed: int | None = None, data_root: str | Path 
         task_seed = int(t.get("seed", top_seed))
         only = None if t.get("only") is None else base / str(t["only"])
         level = t.get("level")
+        options = t.get("options") or {}
+        if not isinstance(options, dict) or ("options" in t and "clean" not in t):
+            raise ConfigError(f"{path}: task {name!r}: 'options' is a mapping, for a clean task")
+        options = dict(options)
+        if isinstance(options.get("bank"), str):  # a data folder: beside the other data
+            options["bank"] = str(data_base / options["bank"])
+        for key in ("bank_only", "bank_exclude"):  # name lists stay relative to the file, as 'only'
+            if isinstance(options.get(key), str):
+                options[key] = str(base / options[key])
         if "clean" in t:
             suite.tasks.append(
                 make_task(
@@ -273,6 +300,7 @@ def load_suite(path: str | Path, seed: int | None = None, data_root: str | Path 
                     level=None if level is None else float(level),
                     seed=task_seed,
                     only=only,
+                    options=options,
                 )
             )
         elif "paired" in t:
@@ -309,11 +337,13 @@ def image_seed(seed: int, name: str) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32(name.encode("utf-8"))) % (2**32)
 
 
-def degrade(clean01: np.ndarray, kind: str, level: float | None, seed: int) -> np.ndarray:
+def degrade(
+    clean01: np.ndarray, kind: str, level: float | None, seed: int, options: dict | None = None
+) -> np.ndarray:
     """A deterministic degradation of a float32 RGB [0, 1] image (see the module docstring)."""
     from ramir.data.online import degrade_at_level
 
-    return degrade_at_level(clean01, kind, level, seed)
+    return degrade_at_level(clean01, kind, level, seed, options)
 
 
 @dataclass
@@ -374,7 +404,9 @@ def iter_samples(task: TaskSpec, max_images: int | None = None) -> Iterator[Samp
         else:
             gt_u8 = metrics.quantize_u8(read_rgb_float(inp))
             clean01 = gt_u8.astype(np.float32) / np.float32(255.0)
-            lq = degrade(clean01, task.degradation, task.level, image_seed(task.seed, name))
+            lq = degrade(
+                clean01, task.degradation, task.level, image_seed(task.seed, name), task.options
+            )
         yield Sample(name, lq, gt_u8)
 
 

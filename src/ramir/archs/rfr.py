@@ -285,8 +285,9 @@ class RestormerRFR(RAMRestormer):
     def dino_pixels(self, x: torch.Tensor, patch: int = 14) -> torch.Tensor:
         """The backbone's input for an ImageNet-normalised batch, as the reference's preprocessing:
         reflect-pad to a multiple of 16, resize to ``patch/8`` of that (one token per latent pixel) with
-        the antialiased bicubic of DINOv2's image processor, in its (ImageNet) normalisation.
-        [unverified against the HF processor itself: it needs torchvision.]"""
+        the antialiased bicubic of DINOv2's image processor, in its (ImageNet) normalisation. Equal
+        (max difference 0) to transformers' BitImageProcessor called as the reference calls it, at six
+        sizes: ``experiments/rampp/hf_preprocessing_check.py``."""
         xp = _reflect_pad_to_multiple(x.float(), PAD_MULTIPLE)
         mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)

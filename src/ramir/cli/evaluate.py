@@ -29,6 +29,9 @@ suite file (--suite FILE, YAML; relative paths are relative to the file):
     rain100l:       {{paired: Rain100L}}
     gopro:          {{paired: GoPro/test, layout: gopro}}
     mine:           {{paired: my_set, input: degraded, target: clean}}   # sub-folder names
+    light-rain:     {{clean: CBSD68, degradation: rain_transfer, level: 0.5,
+                     options: {{bank: Rain100H, bank_only: held_out.txt, single: 1.0}}}}
+                    # options: further keys of the degradation; bank beside the data, name lists as only:
   models:                     # optional; --model adds to these
     ram-swinir: checkpoints/ram_swinir.safetensors
   baselines: [input, nlm]     # optional; --baseline adds to these

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ramir.data import degradations as deg
+from ramir.data import streaks
 from ramir.data import synthetic as syn
 from ramir.data.kernels import load_levin_kernels
 from ramir.errors import ConfigError, reject_unknown_keys
@@ -81,6 +82,9 @@ DEGRADATIONS: dict[str, DegradationKind] = {
     "jpeg": DegradationKind(deg.random_jpeg, "JPEG compression, LEVEL = quality (default 50)"),
     "haze": _synthetic(syn.random_haze, "synthetic haze, LEVEL = beta (thickness", "beta"),
     "rain": _synthetic(syn.random_rain, "synthetic rain streaks, LEVEL = density (", "density"),
+    "rain_transfer": _synthetic(
+        streaks.random_rain_transfer, "rain streaks of a paired rain set (bank: FOLDER) on the photo, "
+        "LEVEL = strength (", "strength"),
     "low_light": _synthetic(syn.random_low_light, "synthetic low light, LEVEL = exposure (", "exposure"),
     "motion": _synthetic(syn.random_motion_blur, "synthetic camera-shake blur, LEVEL = path length in px (",
                          "length"),
@@ -108,14 +112,22 @@ def canonical_kind(name: str) -> str:
     return k
 
 
-def degrade_at_level(clean01: np.ndarray, kind: str, level: float | None, seed: int) -> np.ndarray:
+def degrade_at_level(
+    clean01: np.ndarray, kind: str, level: float | None, seed: int, options: dict | None = None
+) -> np.ndarray:
     """A deterministic degradation for evaluation: the same (image, kind, level, seed), the same output;
-    float32 RGB in [0, 1]. ``level`` None draws the kind's own default (see its help)."""
+    float32 RGB in [0, 1]. ``level`` None draws the kind's own default (see its help); ``options`` are
+    further recipe keys of the kind (absolute paths), e.g. a rain_transfer ``bank``."""
     name = canonical_kind(kind)
     entry = DEGRADATIONS[name]
     if name == "none":
         return np.asarray(clean01, dtype=np.float32).copy()
-    if entry.level is not None:
+    if options:
+        spec = {"kind": name, **options}
+        if level is not None and entry.level is not None:
+            spec[entry.level] = float(level)
+        out = build_degradation(spec)(clean01, np.random.default_rng(seed))
+    elif entry.level is not None:
         kwargs = {} if level is None else {entry.level: float(level)}
         out = entry.draw(clean01, np.random.default_rng(seed), **kwargs)
     else:
@@ -150,8 +162,10 @@ def build_degradation(
     """Parse a recipe's ``degradation:`` entry (a mapping with ``kind``, or just the kind's name).
 
     ``preset: paper|reference`` (noise, blur, jpeg) picks the paper's or the reference code's ranges;
-    ``kernels: PATH`` (motion) loads real kernels from a MATLAB file, relative to ``base_dir``
-    (``load=False`` only validates the spec and leaves the path unread).
+    ``kernels: PATH`` (motion) loads real kernels from a MATLAB file, relative to ``base_dir``;
+    ``bank: FOLDER`` (rain_transfer) a paired rain folder whose streaks are drawn, with optional
+    ``bank_only`` / ``bank_exclude`` name lists (``load=False`` only validates the spec and leaves the
+    paths unread).
     """
     if spec is None:
         spec = {"kind": "none"}
@@ -164,6 +178,11 @@ def build_degradation(
     kind = canonical_kind(spec["kind"])
     options = _options(kind)
     allowed = set(options) | ({"preset"} if kind in deg.PRESETS["paper"] else set())
+    if kind == "rain_transfer":
+        allowed |= {"bank_only", "bank_exclude"}
+        if "bank" not in spec:
+            raise ConfigError("degradation 'rain_transfer' needs 'bank: FOLDER' (rainy/clean pairs)")
+        spec = streaks.resolve_bank_paths(spec, base_dir)
     reject_unknown_keys({k: v for k, v in spec.items() if k != "kind"}, allowed, f"degradation {kind!r}")
     params: dict[str, Any] = {}
     if "preset" in spec:
@@ -178,6 +197,15 @@ def build_degradation(
             if not isinstance(value, int) or isinstance(value, bool) or value < 1 or value % 2 == 0:
                 raise ConfigError(f"{name}: expected an odd positive integer, got {value!r}")
             params[key] = value
+        elif key in ("bank", "bank_only", "bank_exclude"):
+            if not isinstance(value, str | Path):
+                raise ConfigError(f"{name}: expected a path, got {value!r}")
+            if key == "bank":
+                params[key] = (
+                    streaks.load_streak_bank(
+                        str(value), only=spec.get("bank_only"), exclude=spec.get("bank_exclude"))
+                    if load else str(value)
+                )
         elif key == "kernels":
             if not isinstance(value, str | Path):
                 raise ConfigError(f"{name}: expected a path to a .mat file, got {value!r}")
@@ -191,7 +219,10 @@ def build_degradation(
             if lo < 0 and key != "angle":  # the rain angle is signed; everything else is a size or level
                 raise ConfigError(f"{name}: values must be >= 0, got {value!r}")
             params[key] = r
-    text = ", ".join(f"{k}={v}" for k, v in spec.items() if k not in ("kind", "kernels"))
+    paths = ("kind", "kernels", "bank", "bank_only", "bank_exclude")
+    text = ", ".join(f"{k}={v}" for k, v in spec.items() if k not in paths)
+    if "bank" in spec:
+        text = ", ".join(filter(None, [text, f"bank={Path(spec['bank']).name}"]))
     if "kernels" in spec:
         text = ", ".join(filter(None, [text, f"kernels={Path(spec['kernels']).name}"]))
     return Degradation(kind, params, f"{kind}({text})" if text else kind)

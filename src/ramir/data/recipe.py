@@ -57,6 +57,7 @@ from ramir.data.folders import (
 )
 from ramir.data.mixture import MixtureDataset
 from ramir.data.online import Degradation, build_degradation
+from ramir.data.streaks import resolve_bank_paths
 from ramir.errors import ConfigError, DataError, ImageError, RamirError, reject_unknown_keys
 
 SOURCE_TYPES: dict[str, str] = {
@@ -174,6 +175,8 @@ def parse_source(entry: Any, *, base_dir: str | Path | None = None, where: str =
             kernels = Path(degradation["kernels"]).expanduser()  # resolved now, read when the source opens
             resolved = kernels if kernels.is_absolute() else Path(base_dir) / kernels
             degradation = {**degradation, "kernels": str(resolved)}
+        if isinstance(degradation, dict) and "bank" in degradation:  # likewise the streak bank's paths
+            degradation = resolve_bank_paths(degradation, base_dir)
         try:  # validate now (kernel files are only read when the source is opened)
             kind = build_degradation(degradation, base_dir=base_dir, load=False).kind
             default_name = "clean" if kind == "none" else kind  # a source of clean photos kept as they are
