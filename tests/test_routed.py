@@ -169,3 +169,22 @@ def test_an_unsure_clean_verdict_goes_to_the_most_likely_expert():
     confident = routed([0.0, 0.0, 5.0])
     confident.keep_threshold = 0.99  # a class with an expert is never held back by the threshold
     assert confident.route(x) == [1]
+
+
+def test_class_bias_shifts_routing_and_travels_with_the_checkpoint(tmp_path):
+    x = torch.randn(1, 3, 24, 24)
+    net = routed([2.0, 1.0, 0.0])
+    assert net.route_names(x) == ["clean"]
+    net.class_bias = {"blur": 2.5}  # the logits become 2.0, 1.0, 2.5: blur wins
+    assert net.route_names(x) == ["blur"]
+    assert torch.allclose(net.route_logits(x)[0], torch.tensor([2.0, 1.0, 2.5]))
+    biased = build_network("routed", classes=["clean", "noise", "blur"], class_to_expert=[-1, 0, 1],
+                           experts=["noise", "deblur"], expert_kwargs=NAF, router_width=8, route_size=32,
+                           class_bias={"blur": 2.5})
+    biased.load_state_dict(net.state_dict())
+    save_checkpoint(tmp_path / "b.safetensors", biased)
+    loaded = load_network(tmp_path / "b.safetensors")
+    assert loaded.class_bias == {"blur": 2.5} and loaded.route_names(x) == ["blur"]
+    with pytest.raises(ValueError, match="not a class"):
+        build_network("routed", classes=["clean", "noise"], class_to_expert=[-1, 0], experts=["noise"],
+                      expert_kwargs=NAF, class_bias={"rain": 1.0})

@@ -69,8 +69,16 @@ def main() -> int:
     ap.add_argument("--iterations", type=int, default=1500)
     ap.add_argument("--keep-threshold", type=float, default=0.0,
                     help="probability the clean class needs before an image is left unchanged")
+    ap.add_argument("--class-bias", action="append", default=[], metavar="CLASS=LOGIT",
+                    help="added to the router's logit of CLASS (a prior chosen on validation), e.g. rain=0.5")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
+    class_bias = {}
+    for text in args.class_bias:
+        name, _, value = text.partition("=")
+        if name not in CLASSES:
+            raise SystemExit(f"--class-bias: no class {name!r} (classes: {', '.join(CLASSES)})")
+        class_bias[name] = float(value)
     torch.set_num_threads(args.threads)
     if args.router.is_file():
         saved = torch.load(args.router, weights_only=True)
@@ -98,7 +106,7 @@ def main() -> int:
             raise SystemExit(f"--expert: no expert {name!r} (experts: {', '.join(EXPERTS)})")
         paths[name] = Path(path).resolve()
     net = assemble(router.eval(), CLASSES, [CLASS_TO_EXPERT[c] for c in CLASSES], paths,
-                   keep_threshold=args.keep_threshold)
+                   keep_threshold=args.keep_threshold, class_bias=class_bias)
     meta = {
         "chain": args.chain,
         "experts": {e: str(p.relative_to(ROOT)) for e, p in paths.items()},

@@ -26,7 +26,8 @@ from ramir.imagespace import normalize  # noqa: E402
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--router", type=Path, default=ROOT / "runs" / "router" / "router.pt")
-    ap.add_argument("--model", type=Path, help="a routed checkpoint instead of --router")
+    ap.add_argument("--model", type=Path, help="a routed checkpoint instead of --router: its own decisions, "
+                    "keep threshold included (--router: the most probable class)")
     ap.add_argument("--suite", type=Path, default=ROOT / "configs" / "eval" / "validation.yaml")
     ap.add_argument("--route-size", type=int, default=512)
     args = ap.parse_args()
@@ -49,7 +50,10 @@ def main() -> int:
         for s in ev.iter_samples(task):
             x = normalize(torch.from_numpy(s.lq).permute(2, 0, 1)[None])
             with torch.no_grad():
-                counts[classes[int(router(centre_crop(x, size)).argmax(1))]] += 1
+                if args.model:  # the model's own rule, keep threshold included
+                    counts[net.route_names(x)[0]] += 1
+                else:
+                    counts[classes[int(router(centre_crop(x, size)).argmax(1))]] += 1
         print(
             f"| {task.name} | " + " | ".join(str(counts.get(c, 0) or "") for c in classes) + " |", flush=True
         )

@@ -26,7 +26,7 @@ with the chosen expert, so tiles never disagree; calling the module directly rou
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -112,6 +112,7 @@ class RoutedNetwork(nn.Module):
         router_width: int = 16,
         route_size: int = 512,
         keep_threshold: float = 0.0,
+        class_bias: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__()
         from ramir.archs import build_network
@@ -128,14 +129,24 @@ class RoutedNetwork(nn.Module):
         self.expert_names = list(experts)
         self.route_size = int(route_size)
         self.keep_threshold = float(keep_threshold)
+        unknown = sorted(set(class_bias or {}) - set(self.classes))
+        if unknown:
+            raise ValueError(f"class_bias names {unknown[0]!r}, not a class ({', '.join(self.classes)})")
+        self.class_bias = {str(k): float(v) for k, v in (class_bias or {}).items()}
         self.router = DegradationRouter(len(self.classes), router_width)
         self.experts = nn.ModuleList(build_network(expert_arch, **dict(expert_kwargs or {})) for _ in experts)
         multiples = {int(getattr(e, "size_multiple", 1)) for e in self.experts}
         self.size_multiple = max(multiples)
 
     def route_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """The router's class logits of each image, from its centre ``route_size`` crop."""
-        return self.router(centre_crop(x, self.route_size))
+        """The router's class logits of each image, from its centre ``route_size`` crop, plus
+        ``class_bias``: a prior chosen on validation after training (e.g. towards the rain expert, whose
+        cost on a clean photo is small while a missed light rain keeps all of its streaks)."""
+        logits = self.router(centre_crop(x, self.route_size))
+        if self.class_bias:
+            bias = torch.tensor([self.class_bias.get(c, 0.0) for c in self.classes], device=logits.device)
+            logits = logits + bias.to(logits.dtype)
+        return logits
 
     def route_classes(self, x: torch.Tensor) -> list[int]:
         """The class of each image: the most probable one, except that a class whose images are left

@@ -89,6 +89,7 @@ def assemble(
     *,
     route_size: int = 512,
     keep_threshold: float = 0.0,
+    class_bias: Mapping[str, float] | None = None,
 ) -> nn.Module:
     """A :class:`~ramir.archs.routed.RoutedNetwork` from a trained router and the experts' checkpoints
     (their EMA weights when they have them); the experts must share one architecture and config."""
@@ -109,6 +110,7 @@ def assemble(
         router_width=router.full[0].out_channels,
         route_size=route_size,
         keep_threshold=keep_threshold,
+        class_bias=dict(class_bias or {}),
     )
     load_state_dict_strict(net.router, router.state_dict(), "router")
     for expert, ckpt in zip(net.experts, ckpts.values()):
