@@ -174,13 +174,12 @@ def make_task(
             raise ConfigError(f"task {name!r}: {kind} needs a level, e.g. {name}=clean:{path}:{kind}:25")
         lvl = None if level is None else float(level)
         opts = dict(options or {})
-        if opts or kind == "rain_transfer":
-            from ramir.data.online import build_degradation
+        from ramir.data.online import build_degradation
 
-            try:
-                build_degradation({"kind": kind, **opts})  # unknown keys, ranges, and the bank itself
-            except ConfigError as exc:
-                raise ConfigError(f"task {name!r}: {exc}") from None
+        try:
+            build_degradation({"kind": kind, **opts})  # unknown keys, ranges, required files (a bank)
+        except ConfigError as exc:
+            raise ConfigError(f"task {name!r}: {exc}") from None
         return TaskSpec(
             name, "clean", path, degradation=kind, level=lvl, seed=int(seed), only=only, options=opts
         )

@@ -156,6 +156,22 @@ class Degradation:
         return self.source or self.kind
 
 
+PATH_KEYS = ("kernels", "bank", "bank_only", "bank_exclude")  # recipe keys that name files
+
+
+def resolve_paths(spec: dict, base_dir: str | Path | None) -> dict:
+    """``spec`` with its file keys (:data:`PATH_KEYS`) made absolute against ``base_dir`` (a recipe's
+    folder), so a parsed recipe reads the same files wherever it is run from."""
+    if base_dir is None:
+        return spec
+    out = dict(spec)
+    for key in PATH_KEYS:
+        if isinstance(out.get(key), str | Path):
+            path = Path(out[key]).expanduser()
+            out[key] = str(path if path.is_absolute() else Path(base_dir) / path)
+    return out
+
+
 def build_degradation(
     spec: dict | str | None, *, base_dir: str | Path | None = None, load: bool = True
 ) -> Degradation:
@@ -182,7 +198,7 @@ def build_degradation(
         allowed |= {"bank_only", "bank_exclude"}
         if "bank" not in spec:
             raise ConfigError("degradation 'rain_transfer' needs 'bank: FOLDER' (rainy/clean pairs)")
-        spec = streaks.resolve_bank_paths(spec, base_dir)
+    spec = resolve_paths(spec, base_dir)
     reject_unknown_keys({k: v for k, v in spec.items() if k != "kind"}, allowed, f"degradation {kind!r}")
     params: dict[str, Any] = {}
     if "preset" in spec:
@@ -197,7 +213,7 @@ def build_degradation(
             if not isinstance(value, int) or isinstance(value, bool) or value < 1 or value % 2 == 0:
                 raise ConfigError(f"{name}: expected an odd positive integer, got {value!r}")
             params[key] = value
-        elif key in ("bank", "bank_only", "bank_exclude"):
+        elif key in ("bank", "bank_only", "bank_exclude"):  # the bank reads its name lists itself
             if not isinstance(value, str | Path):
                 raise ConfigError(f"{name}: expected a path, got {value!r}")
             if key == "bank":
@@ -209,18 +225,14 @@ def build_degradation(
         elif key == "kernels":
             if not isinstance(value, str | Path):
                 raise ConfigError(f"{name}: expected a path to a .mat file, got {value!r}")
-            path = Path(value)
-            if not path.is_absolute() and base_dir is not None:
-                path = Path(base_dir) / path
-            params[key] = load_levin_kernels(path) if load else path
+            params[key] = load_levin_kernels(Path(value)) if load else Path(value)
         else:
             r = deg.parse_range(value, name)
             lo = min(r.values) if isinstance(r, deg.Choice) else r[0] if isinstance(r, tuple) else r
             if lo < 0 and key != "angle":  # the rain angle is signed; everything else is a size or level
                 raise ConfigError(f"{name}: values must be >= 0, got {value!r}")
             params[key] = r
-    paths = ("kind", "kernels", "bank", "bank_only", "bank_exclude")
-    text = ", ".join(f"{k}={v}" for k, v in spec.items() if k not in paths)
+    text = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "kind" and k not in PATH_KEYS)
     if "bank" in spec:
         text = ", ".join(filter(None, [text, f"bank={Path(spec['bank']).name}"]))
     if "kernels" in spec:

@@ -56,8 +56,7 @@ from ramir.data.folders import (
     warn_unmatched,
 )
 from ramir.data.mixture import MixtureDataset
-from ramir.data.online import Degradation, build_degradation
-from ramir.data.streaks import resolve_bank_paths
+from ramir.data.online import Degradation, build_degradation, resolve_paths
 from ramir.errors import ConfigError, DataError, ImageError, RamirError, reject_unknown_keys
 
 SOURCE_TYPES: dict[str, str] = {
@@ -167,16 +166,8 @@ def parse_source(entry: Any, *, base_dir: str | Path | None = None, where: str =
             if key in entry:
                 raise ConfigError(f"{where}: '{key}' applies to paired sources only")
         degradation = entry.get("degradation")
-        if (
-            isinstance(degradation, dict)
-            and isinstance(degradation.get("kernels"), str)
-            and base_dir is not None
-        ):
-            kernels = Path(degradation["kernels"]).expanduser()  # resolved now, read when the source opens
-            resolved = kernels if kernels.is_absolute() else Path(base_dir) / kernels
-            degradation = {**degradation, "kernels": str(resolved)}
-        if isinstance(degradation, dict) and "bank" in degradation:  # likewise the streak bank's paths
-            degradation = resolve_bank_paths(degradation, base_dir)
+        if isinstance(degradation, dict):  # file paths resolved now, read when the source opens
+            degradation = resolve_paths(degradation, base_dir)
         try:  # validate now (kernel files are only read when the source is opened)
             kind = build_degradation(degradation, base_dir=base_dir, load=False).kind
             default_name = "clean" if kind == "none" else kind  # a source of clean photos kept as they are

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -38,7 +37,6 @@ class StreakBank:
     streaks: tuple[np.ndarray, ...]
     directions: tuple[np.ndarray, ...]
     veils: tuple[np.ndarray, ...]
-    source: str = ""
 
     def __len__(self) -> int:
         return len(self.streaks)
@@ -99,7 +97,7 @@ def load_streak_bank(
         streaks.append(s.astype(np.float16))
         directions.append(direction_map(s))
         veils.append(v.astype(np.float16))
-    return StreakBank(tuple(streaks), tuple(directions), tuple(veils), source=str(root))
+    return StreakBank(tuple(streaks), tuple(directions), tuple(veils))
 
 
 def _cover(layer: np.ndarray, h: int, w: int, top: float, left: float) -> np.ndarray:
@@ -157,13 +155,3 @@ def random_rain_transfer(
         layer = layer[:, ::-1]
     return np.clip(img + layer[..., None], 0.0, 1.0).astype(np.float32)
 
-
-def resolve_bank_paths(spec: dict, base_dir: str | Path | None) -> dict:
-    """``spec`` with its ``bank``, ``bank_only`` and ``bank_exclude`` paths made absolute against
-    ``base_dir`` (a recipe's folder), so a recipe reads the same bank wherever it is run from."""
-    out = dict(spec)
-    for key in ("bank", "bank_only", "bank_exclude"):
-        if isinstance(out.get(key), str) and base_dir is not None:
-            p = Path(out[key]).expanduser()
-            out[key] = str(p if p.is_absolute() else Path(base_dir) / p)
-    return out
