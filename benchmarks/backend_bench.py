@@ -37,15 +37,14 @@ def speed_photo(size: int) -> np.ndarray:
 
 def quality(restorers: dict[str, object]) -> dict[str, tuple[float, float]]:
     """{variant: (mean PSNR vs clean over the demo cases, mean PSNR vs the fp32 PyTorch output)}."""
-    from ramir.demo import CASES, clean_photo
-    from ramir.evaluation import degrade
+    from ramir.demo import CASES, clean_photo, degrade_case
     from ramir.metrics import psnr
 
     scores: dict[str, list[float]] = {k: [] for k in restorers}
     drift: dict[str, list[float]] = {k: [] for k in restorers}
     for _name, photo, kind, level, seed in CASES:
         clean = clean_photo(photo)
-        degraded = degrade(clean, kind, level, seed)
+        degraded = degrade_case(clean, kind, level, seed)
         outputs = {k: as_u8(r.restore(degraded)) for k, r in restorers.items()}
         ref = outputs["torch fp32"]
         for k, out in outputs.items():

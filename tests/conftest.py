@@ -16,7 +16,23 @@ import torch
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
-torch.set_num_threads(int(os.environ.get("RAMIR_TEST_THREADS", "2")))
+# RAMIR_TEST_THREADS, else OMP_NUM_THREADS (so that `OMP_NUM_THREADS=1 pytest` runs on one), else 2
+torch.set_num_threads(int(os.environ.get("RAMIR_TEST_THREADS") or os.environ.get("OMP_NUM_THREADS") or "2"))
+
+GOLDEN_LOG = os.environ.get("RAMIR_GOLDEN_LOG")  # benchmarks/golden_spread.py: where within() records
+
+
+def within(comparison: str, error: float, bound: float) -> None:
+    """A golden or equivalence comparison: its measured ``error`` must be at most ``bound``.
+
+    Every bound is the largest error measured across instruction sets (``ATEN_CPU_CAPABILITY`` default,
+    avx2, avx512) and 1 or 2 threads, times a margin, both written beside it (docs/robustness.md has the
+    table). Under ``RAMIR_GOLDEN_LOG=FILE`` each comparison is also appended to FILE, one JSON object a
+    line, which is how ``benchmarks/golden_spread.py`` measures them."""
+    if GOLDEN_LOG:
+        with open(GOLDEN_LOG, "a") as fh:
+            fh.write(json.dumps({"comparison": comparison, "error": float(error), "bound": bound}) + "\n")
+    assert error <= bound, f"{comparison}: error {error:.3g} above its bound {bound:.3g}"
 
 
 def load_json(name: str) -> dict:

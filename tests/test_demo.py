@@ -19,7 +19,7 @@ from ramir.demo import CASES
 from ramir.inference import NO_DEFAULT_MODEL
 from ramir.metrics import psnr
 
-ROW = re.compile(r"^\| (\w+) \| (\w+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$")
+ROW = re.compile(r"^\| (\w+) \| ([\w+]+) \| ([\d.]+) \| ([\d.]+) \| ([\w+-]+) \| ([\d.]+) \|$")
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def _png(path: Path) -> np.ndarray:
 
 def _table_rows(text: str) -> list[tuple[str, str, float, float]]:
     rows = [ROW.match(line) for line in text.splitlines()]
-    return [(m[1], m[2], float(m[3]), float(m[4])) for m in rows if m]
+    return [(m[1], m[2], float(m[3]), float(m[4]), m[5]) for m in rows if m]
 
 
 def test_demo_writes_every_case_with_a_consistent_table(tmp_path, capsys, tiny_model):
@@ -62,7 +62,8 @@ def test_demo_writes_every_case_with_a_consistent_table(tmp_path, capsys, tiny_m
     readme = (out / "README.md").read_text()
     rows = _table_rows(readme)
     assert rows == _table_rows(stdout) and [r[0] for r in rows] == names
-    for case, (_, table_kind, psnr_in, psnr_out) in zip(CASES, rows, strict=True):
+    for case, (_, table_kind, psnr_in, psnr_out, applied) in zip(CASES, rows, strict=True):
+        assert applied == "-"  # a plain network: no routing to report
         name, photo, kind, _level, _seed = case
         assert table_kind == kind
         clean = getattr(data, photo)()[..., :3]  # the bundled photos used are all RGB

@@ -1,7 +1,9 @@
 """Decoders fuzzed: mutated PNG/JPEG/TIFF/WebP/BMP/GIF bytes through ``ramir restore`` and the web API.
 
 Every case restores completely or gives one ``ramir: FILE: REASON`` line (the web: a 4xx, never a 5xx);
-never a traceback, a partial or temporary output, or a touched input. The mutations and the checks live in
+never a traceback, a partial or temporary output, or a touched input. The oracle knows which inputs are
+valid (unchanged seeds, seeds under another format's name, the TIFF whose later page is broken): those
+must be restored, so decoders that refused every file would fail. The mutations and the checks live in
 ``experiments/robustness/fuzz_decoders.py``, whose long run draws thousands of cases; here a fixed seed
 (``derandomize``) and a bounded sample, about 25 s on one busy core: up to 100 CLI and 150 web cases per
 mutation kind (638 and 938: "valid" and "empty" have 19 each), 12 over HTTP, 40 bombs that must be refused
@@ -35,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 from experiments.robustness.fuzz_decoders import (
     FUZZ_MAX_PIXELS,
     KINDS,
+    SIGNATURES,
+    WEB_UNDECODABLE,
     Case,
     bombs,
     cases,
@@ -174,9 +178,11 @@ def _regressions() -> list[Case]:
         Case("tiff-rgb12", "overwrite", "in.tif", _set_tiff_tag(tif12, 277, 131), "SamplesPerPixel := 131"),
         # Image.open raised ValueError (MAX_TEXT_CHUNK): "ValueError: ..." instead of an ImageError
         Case("png-rgb", "bomb", "in.png", png[:33] + chunk + png[33:], "iCCP inflating to 8 MB"),
-        # counting pages raised TypeError "Missing dimensions": a CLI line naming it, a 500 from the web API
+        # counting pages raised TypeError "Missing dimensions": a CLI line naming it, a 500 from the web API;
+        # the first page is intact, so the image is restored
         Case("tiff-grey16", "overwrite", "in.tif",
-             tif16[:next_ifd] + struct.pack("<I", 1) + tif16[next_ifd + 4 :], "next directory at offset 1"),
+             tif16[:next_ifd] + struct.pack("<I", 1) + tif16[next_ifd + 4 :], "next directory at offset 1",
+             must_restore=True),
     ]
 
 
@@ -185,10 +191,27 @@ def test_found_by_fuzzing(case, model, tmp_path):
     with unconfigured_logging():
         cli, web = check_cli(case, tmp_path, model), check_web(case)
     assert not cli.problems and not web.problems, (cli.report(), web.report())
+    if case.must_restore:
+        assert cli.result == web.result == "restored"
     if cli.result == "refused":
         with pytest.raises(ImageError) as info:
             read_image(tmp_path / "in" / case.name)
         assert "\n" not in str(info.value)
+
+
+def test_every_valid_seed_is_restored_under_any_name(model, tmp_path):
+    """The oracle's valid inputs, all of them: each seed unchanged and under each other format's name."""
+    names = [f"in{suffix}" for _, suffix in SIGNATURES.values()]
+    restored = 0
+    for seed, (_, data) in sorted(seed_images().items()):
+        for i, name in enumerate(names):
+            case = Case(seed, "valid", name, data, f"unchanged, named {name}", must_restore=True)
+            with unconfigured_logging():
+                cli, web = check_cli(case, tmp_path / f"{seed}-{i}", model), check_web(case)
+            assert not cli.problems and not web.problems, (cli.report(), web.report())
+            assert cli.result == "restored" and (web.result == "restored") == (seed not in WEB_UNDECODABLE)
+            restored += 1
+    assert restored == len(seed_images()) * len(SIGNATURES)
 
 
 def test_bombs_are_refused_before_anything_is_decoded(tmp_path, monkeypatch):

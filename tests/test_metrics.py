@@ -6,10 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FIXTURES, load_json
+from conftest import FIXTURES, load_json, within
 from ramir import metrics
 
-ABS_TOL = 1e-6
+# 4x (float64: 100x) the largest error under torch's default, AVX2 and AVX-512 kernels on 1 and 2 threads
+# (docs/robustness.md): the reference's protocol 3.18e-7 and scikit-image's 7.11e-15 (float64) at every
+# setting (numpy / OpenCV, which ATEN_CPU_CAPABILITY does not switch), the torch PSNR 1.99e-6 dB
+ABS_TOL = 1.3e-6
+SKIMAGE_ABS = 7.2e-13
+TORCH_PSNR_ABS = 8e-6
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +30,9 @@ def _pairs(images):
         yield pair, images[f"noisy{pair['pair']}_bgr_u8"], clean
 
 
+@pytest.mark.golden
 def test_reference_protocol_matches_fixtures(images):
+    worst = 0.0
     for pair, noisy, clean in _pairs(images):
         got = {
             "official_psnr_crop4_rgb": metrics.psnr(noisy, clean),
@@ -37,8 +44,8 @@ def test_reference_protocol_matches_fixtures(images):
             "official_ssim_crop4_y": metrics.ssim(noisy, clean, test_y_channel=True, channel_order="bgr"),
             "official_ssim_crop4_rgb_swapped_args": metrics.ssim(clean, noisy),
         }
-        for key, value in got.items():
-            assert value == pytest.approx(pair[key], abs=ABS_TOL), (pair["pair"], key)
+        worst = max(worst, *(abs(value - pair[key]) for key, value in got.items()))
+    within("metrics: the reference's PSNR/SSIM protocol vs golden (dB / SSIM units)", worst, ABS_TOL)
 
 
 def test_y_channel_depends_on_channel_order(images):
@@ -52,24 +59,25 @@ def test_y_channel_depends_on_channel_order(images):
     assert metrics.ssim(noisy[..., ::-1], clean[..., ::-1]) == pytest.approx(metrics.ssim(noisy, clean))
 
 
+@pytest.mark.golden
 def test_skimage_protocol_matches_fixtures(images):
+    worst = 0.0
     for pair, noisy, clean in _pairs(images):
         n32, c32 = noisy.astype(np.float32) / 255, clean.astype(np.float32) / 255
-        # float32 inputs are measured in float32, as PromptIR does with its tensors
-        assert metrics.psnr_skimage(n32, c32) == pytest.approx(pair["skimage_psnr_dr1_nocrop"], abs=ABS_TOL)
-        assert metrics.ssim_skimage(n32, c32) == pytest.approx(pair["skimage_ssim_dr1_nocrop"], abs=ABS_TOL)
         n64, c64 = noisy / 255.0, clean / 255.0
-        assert metrics.psnr_skimage(n64, c64) == pytest.approx(
-            pair["skimage_psnr_dr1_nocrop_float64"], abs=ABS_TOL
-        )
-        assert metrics.ssim_skimage(n64, c64) == pytest.approx(
-            pair["skimage_ssim_dr1_nocrop_float64"], abs=ABS_TOL
-        )
+        # float32 inputs are measured in float32, as PromptIR does with its tensors
+        got = {"skimage_psnr_dr1_nocrop": metrics.psnr_skimage(n32, c32),
+               "skimage_ssim_dr1_nocrop": metrics.ssim_skimage(n32, c32),
+               "skimage_psnr_dr1_nocrop_float64": metrics.psnr_skimage(n64, c64),
+               "skimage_ssim_dr1_nocrop_float64": metrics.ssim_skimage(n64, c64)}
+        worst = max(worst, *(abs(value - pair[key]) for key, value in got.items()))
         # uint8 input means float64 /255; crop 0 reference PSNR equals it exactly (README §3.4)
         assert metrics.psnr_skimage(noisy, clean) == pytest.approx(pair["skimage_psnr_dr1_nocrop_float64"])
         assert metrics.psnr(noisy, clean, crop_border=0) == pytest.approx(metrics.psnr_skimage(n64, c64))
+    within("metrics: scikit-image's protocol vs golden (dB / SSIM units)", worst, SKIMAGE_ABS)
 
 
+@pytest.mark.golden
 def test_psnr_tensor_matches_reference_torch_variant(images):
     batch_a, batch_b, expected = [], [], []
     for pair, noisy, clean in _pairs(images):
@@ -78,8 +86,9 @@ def test_psnr_tensor_matches_reference_torch_variant(images):
         expected.append(pair["official_psnr_pt_crop4_rgb"])
     a, b = torch.stack(batch_a), torch.stack(batch_b)
     # float32 reductions: a few ulps of the MSE
-    assert float(metrics.psnr_tensor(a, b, crop_border=4)) == pytest.approx(np.mean(expected), abs=1e-5)
-    assert float(metrics.psnr_tensor(a[1], b[1], crop_border=4)) == pytest.approx(expected[1], abs=1e-5)
+    worst = max(abs(float(metrics.psnr_tensor(a, b, crop_border=4)) - np.mean(expected)),
+                abs(float(metrics.psnr_tensor(a[1], b[1], crop_border=4)) - expected[1]))
+    within("metrics: torch PSNR vs golden (dB)", worst, TORCH_PSNR_ABS)
     assert float(metrics.psnr_tensor(b, b)) == pytest.approx(80.0)
 
 

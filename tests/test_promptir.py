@@ -5,7 +5,8 @@ Under the fixtures' weight rule PromptIR's final output barely depends on its tr
 comparison alone cannot see a wrong attention or FFN. The exact checks are therefore done in float64
 (``model.double()``): the final output against ``y_fp64`` / ``y_masked_fp64`` and every attributable
 layer's output against ``mac_layer_output_stats_unmasked_fp64`` (shape, sum, mean |.|, first values),
-in the order the layers run. Float32 is only checked against the float64 goldens at 1e-4 of max|y|.
+in the order the layers run. Float32 is checked against the float64 goldens at its measured error
+(3.4e-6 of max|y|, below the 1.6e-4 that the attention makes).
 """
 
 from __future__ import annotations
@@ -18,24 +19,32 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import apply_weight_rule, forward_recording, load_json, load_tensors
+from conftest import apply_weight_rule, forward_recording, load_json, load_tensors, within
 from ramir.archs import create_model
 from ramir.archs.common import straightforward_path
 from ramir.archs.promptir import BiasFree_LayerNorm, PromptIR
+from ramir.devices import cpu_bf16_problem
 from ramir.errors import ConfigError
 from ramir.layers import attributable_layers
 from ramir.masking import apply_mask
 
 CONFIGS = {"small": "promptir-small", "default": "promptir"}
 
-# float64 outputs of an exact re-implementation differ from the reference's by ~1e-15 of max|y|
-# (rounding order only); 1e-8 leaves a wide margin across BLAS builds and still sees any real change.
-FP64_REL = 1e-8
-FP32_REL = 1e-4  # float32 vs float64 goldens (the reference's own gap is 8e-7 of max|y|)
-STATS_REL = 1e-3  # per-layer sum / mean_abs against the float64 reference stats
-# A layer's sum can be near zero (attention outputs sum to ~1e-3 over 250k elements), so its tolerance
-# is also scaled by the size of what is summed: STATS_REL * |sum| + SUM_ABS_SCALE * mean_abs * numel.
-SUM_ABS_SCALE = 1e-9
+# Bounds: 4x the largest error measured under torch's default, AVX2 and AVX-512 kernels
+# (ATEN_CPU_CAPABILITY) on 1 and 2 threads, float64 ones 100x (benchmarks/golden_spread.py,
+# docs/robustness.md).
+# float64 outputs differ from the reference's by rounding order only: measured 3.57e-16 of max|y|.
+FP64_REL = 3.6e-14
+FP32_REL = 3.4e-6  # float32 vs float64 goldens, of max|y|; measured 8.49e-7 (the reference's own gap: 8e-7)
+# Per-layer statistics of the float64 model against the float64 reference stats. A layer's sum can be near
+# zero (attention outputs sum to ~1e-3 over 250k elements), so its error is taken relative to
+# |sum| + mean_abs * numel (the L1 mass of what is summed); mean |.| and the first values to mean |.|.
+STATS_REL = 3.4e-10  # measured 3.33e-12 (the first values, avx2)
+# float64 fast vs literal path and batch vs one image: outputs (of max|y|), every layer's sums (of their L1
+# mass); measured 0 (default models) and 3.25e-15 (a batch of two, avx512)
+FAST64_REL = 3.3e-13
+FAST_REL = 9.5e-6  # float32 fast paths (attention splits, bands) vs literal / whole maps; measured 2.36e-6
+GRAD_REL = 1e-6  # float32 gradients with and without activation checkpointing: bit-identical at every setting
 
 
 @dataclass
@@ -162,47 +171,61 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.double() - b.double()).abs().max().item()
 
 
+@pytest.mark.golden
 def test_fp64_outputs_match_reference(run: Run):
     scale = run.gold["y_fp64"].abs().max().item()
     assert run.y64.dtype == torch.float64
-    assert _max_diff(run.y64, run.gold["y_fp64"]) <= FP64_REL * scale
-    assert _max_diff(run.y64_masked, run.gold["y_masked_fp64"]) <= FP64_REL * scale
+    within(f"promptir-{run.tag} y fp64 vs golden (of max|y|)", _max_diff(run.y64, run.gold["y_fp64"]) / scale,
+           FP64_REL)
+    within(f"promptir-{run.tag} y_masked fp64 vs golden (of max|y|)",
+           _max_diff(run.y64_masked, run.gold["y_masked_fp64"]) / scale, FP64_REL)
 
 
+@pytest.mark.golden
 def test_fp32_outputs_match_fp64_reference(run: Run):
     scale = run.gold["y_fp64"].abs().max().item()
     assert run.y32.dtype == torch.float32 and run.y32.is_contiguous()
-    assert _max_diff(run.y32, run.gold["y_fp64"]) <= FP32_REL * scale
-    assert _max_diff(run.y32_masked, run.gold["y_masked_fp64"]) <= FP32_REL * scale
+    within(f"promptir-{run.tag} y fp32 vs fp64 golden (of max|y|)",
+           _max_diff(run.y32, run.gold["y_fp64"]) / scale, FP32_REL)
+    within(f"promptir-{run.tag} y_masked fp32 vs fp64 golden (of max|y|)",
+           _max_diff(run.y32_masked, run.gold["y_masked_fp64"]) / scale, FP32_REL)
     # masking changes the output a lot, so these comparisons do tell the two inputs apart
     assert _max_diff(run.y32, run.y32_masked) > 100 * FP32_REL * scale
 
 
+@pytest.mark.golden
 def test_every_layer_output_matches_reference_stats(run: Run):
     """Each attributable layer fires once, in the reference's order, with the reference's output."""
     expected = run.ref["mac_layer_output_stats_unmasked_fp64"]
     assert [n for n, _ in run.layers] == [e["name"] for e in expected]
+    worst = {"sum": 0.0, "mean|.|": 0.0, "first4": 0.0}  # each relative to its scale, the worst layer
     for (name, got), exp in zip(run.layers, expected, strict=True):
         assert got.shape == exp["shape"], name
-        numel = math.prod(exp["shape"])
-        sum_tol = STATS_REL * abs(exp["sum"]) + SUM_ABS_SCALE * exp["mean_abs"] * numel
-        assert abs(got.sum - exp["sum"]) <= sum_tol, (name, got.sum, exp["sum"])
-        assert math.isclose(got.mean_abs, exp["mean_abs"], rel_tol=STATS_REL), (name, got.mean_abs)
-        for a, b in zip(got.first4, exp["first4"], strict=True):
-            assert abs(a - b) <= 1e-6 * exp["mean_abs"] + 1e-12, (name, got.first4, exp["first4"])
+        mass = exp["mean_abs"] * math.prod(exp["shape"])
+        worst["sum"] = max(worst["sum"], abs(got.sum - exp["sum"]) / (abs(exp["sum"]) + mass))
+        worst["mean|.|"] = max(worst["mean|.|"], abs(got.mean_abs - exp["mean_abs"]) / exp["mean_abs"])
+        first4 = max(abs(a - b) for a, b in zip(got.first4, exp["first4"], strict=True)) / exp["mean_abs"]
+        worst["first4"] = max(worst["first4"], first4)
+    for what, error in worst.items():
+        within(f"promptir-{run.tag} layer {what} fp64 vs golden", error, STATS_REL)
 
 
+@pytest.mark.golden
 def test_fast_path_equals_straightforward_path(run: Run):
-    assert _max_diff(run.y64, run.y64_literal) <= 1e-6
+    scale = run.y64_literal.abs().max().item()
+    within(f"promptir-{run.tag} fp64 fast vs literal (of max|y|)",
+           _max_diff(run.y64, run.y64_literal) / scale, FAST64_REL)
     assert [n for n, _ in run.layers] == [n for n, _ in run.layers_literal]
+    worst = 0.0
     for (name, fast), (_, lit) in zip(run.layers, run.layers_literal, strict=True):
         assert fast.shape == lit.shape, name
-        size = lit.mean_abs * math.prod(lit.shape)  # sum of |x|: the scale of every sum below
-        assert abs(fast.sum - lit.sum) <= 1e-9 * size + 1e-300, name
-        assert abs(fast.fingerprint - lit.fingerprint) <= 1e-9 * size + 1e-300, name
-        assert math.isclose(fast.mean_abs, lit.mean_abs, rel_tol=1e-9), name
+        size = lit.mean_abs * math.prod(lit.shape) + 1e-300  # sum of |x|: the scale of every sum below
+        worst = max(worst, abs(fast.sum - lit.sum) / size, abs(fast.fingerprint - lit.fingerprint) / size,
+                    abs(fast.mean_abs - lit.mean_abs) / (lit.mean_abs + 1e-300))
+    within(f"promptir-{run.tag} fp64 fast vs literal, layer sums and fingerprints", worst, FAST64_REL)
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_attention_fast_path_in_both_layouts(channels_last: bool):
     """The GPU runs channel-major maps, the CPU channels-last ones: both fast splits equal the literal one."""
@@ -214,7 +237,8 @@ def test_attention_fast_path_in_both_layouts(channels_last: bool):
         fast = attn(x)
         with straightforward_path():
             slow = attn(x)
-    assert (fast - slow).abs().max().item() <= 1e-5
+    within("promptir attention fast vs literal (of max|y|)", _max_diff(fast, slow) / slow.abs().max().item(),
+           FAST_REL)
 
 
 def test_modules_return_their_last_childs_tensor():
@@ -260,6 +284,7 @@ def test_pads_and_crops_any_size(size):
     assert y.shape == x.shape and torch.isfinite(y).all()
 
 
+@pytest.mark.golden
 def test_batch_equals_single_images_and_paths_agree():
     """Batched forward (prompt weights per sample, per-sample attention) equals one-by-one, in float64;
     the straightforward path agrees on a batch too."""
@@ -274,8 +299,8 @@ def test_batch_equals_single_images_and_paths_agree():
         with straightforward_path():
             literal = model(x)
     scale = both.abs().max().item()
-    assert _max_diff(both, single) <= 1e-10 * scale
-    assert _max_diff(both, literal) <= 1e-10 * scale
+    within("promptir fp64 batch vs one image (of max|y|)", _max_diff(both, single) / scale, FAST64_REL)
+    within("promptir fp64 batch fast vs literal (of max|y|)", _max_diff(both, literal) / scale, FAST64_REL)
     assert _max_diff(both[0], both[1]) > 1e-3 * scale
 
 
@@ -320,6 +345,7 @@ def test_reference_only_kwargs_are_accepted():
     assert not hasattr(model, "mask_token")
 
 
+@pytest.mark.golden
 def test_activation_checkpointing_gives_the_same_gradients():
     x = torch.randn(1, 3, 16, 16)
     grads = []
@@ -328,10 +354,11 @@ def test_activation_checkpointing_gives_the_same_gradients():
         model(x).square().mean().backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
     assert grads[0].keys() == grads[1].keys()
-    for name in grads[0]:
-        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-7, msg=name)
+    worst = max(_max_diff(grads[1][n], g) / max(g.abs().max().item(), 1e-30) for n, g in grads[0].items())
+    within("promptir activation checkpointing, gradients (of max|grad|)", worst, GRAD_REL)
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("bias", [False, True])
 def test_band_wise_inference_equals_whole_maps(monkeypatch, bias):
     """Unobserved float32 inference runs each transformer block on bands of rows (with the 3x3 convs'
@@ -369,11 +396,12 @@ def test_band_wise_inference_equals_whole_maps(monkeypatch, bias):
         handle.remove()
     assert calls == {"Attention": 4 * blocks, "FeedForward": 4 * blocks - 1}
     scale = whole.abs().max().item()
-    for y in [*outputs.values(), hooked]:
-        assert _max_diff(y, whole) <= 1e-5 * scale
+    worst = max(_max_diff(y, whole) for y in [*outputs.values(), hooked]) / scale
+    within(f"promptir bands vs whole maps, bias={bias} (of max|y|)", worst, FAST_REL)
     assert _max_diff(whole, torch.zeros_like(whole)) > 0
 
 
+@pytest.mark.skipif(cpu_bf16_problem() is not None, reason="no bf16 in these torch CPU kernels")
 def test_band_wise_inference_under_bf16_autocast():
     """Under autocast the 1x1 projections run as modules (lower precision) and are then added: the
     in-place GEMM accumulation needs one dtype."""

@@ -4,8 +4,8 @@ Golden ``fixtures/rampp/mac_adasam_restormer_small.json`` (fixtures README §7):
 ``Ada_MACAnalysis`` on ``restormer_small`` with the ``adasam_small`` generator (both rule-weighted), image
 ``x_32``, T = 16, ratio 0.5, k 1e4, on the CPU. The order is torch's unstable CPU argsort, which our
 generator reproduces exactly here (same probabilities bit for bit); on a GPU, ties inside a patch would be
-ordered differently. Scores: within 1e-6 of the largest score, and within 1e-3 per layer (the smallest,
-~1e-11, carry fp32 noise, as in the RAM MAC fixtures); the ranking up to exact ties.
+ordered differently. Scores: against the largest score, and per layer (the smallest, ~1e-11, carry fp32
+noise, as in the RAM MAC fixtures), each at 4x its measured error (below); the ranking up to exact ties.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 import ramir
-from conftest import apply_weight_rule, load_json, load_tensors
+from conftest import apply_weight_rule, load_json, load_tensors, within
 from ramir.adasam import AdaSAMInputError, load_mask_generator, save_mask_generator
 from ramir.archs import create_model
 from ramir.checkpoints import save_checkpoint
@@ -27,6 +27,12 @@ from ramir.imagespace import denormalize, normalize
 from ramir.layers import attributable_layers
 from ramir.mac import ORDERS, adasam_order, mac_scores
 from ramir.ranking import ranking_from_scores
+
+# 4x the largest error measured under torch's default, AVX2 and AVX-512 kernels on 1 and 2 threads
+# (benchmarks/golden_spread.py, docs/robustness.md): of the largest score 1.37e-8 at every setting; per layer
+# 4.93e-4 on AMD Zen 5 (AVX2 kernels), 1.12e-3 on an Intel Xeon with AMX (issue #27, its own kernels)
+SCORES_OF_MAX = 5.5e-8
+SCORES_REL = 4.5e-3
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +87,7 @@ def test_order_is_the_references(generator, image, reference):
     assert not reference["order_array_equals_stable_argsort"]  # the unstable sort's tie order matters
 
 
+@pytest.mark.golden
 def test_scores_match_the_reference_T16(network, generator, image, reference):
     names, ref = reference["layer_names"], reference["T16"]
     assert attributable_layers(network) == names
@@ -92,7 +99,9 @@ def test_scores_match_the_reference_T16(network, generator, image, reference):
     per_layer = np.abs(got - want) / np.abs(want)
     print(f"AdaSAM MAC T=16: max difference {of_max:.2g} of the largest score; per layer max "
           f"{per_layer.max():.2g}, median {np.median(per_layer):.2g}")
-    assert of_max <= 1e-6 and per_layer.max() <= 1e-3
+    within("RAM++ AdaSAM-ordered MAC T=16 vs golden (of the largest score)", of_max, SCORES_OF_MAX)
+    within("RAM++ AdaSAM-ordered MAC T=16 vs golden (worst layer, relative)", float(per_layer.max()),
+           SCORES_REL)
     ranking = ranking_from_scores(scores)
     assert ranking[:5] == ref["ranking_names"][:5] == [
         "output", "patch_embed.proj", "down1_2.body.0", "reduce_chan_level2", "up2_1.body.0"]

@@ -3,14 +3,14 @@ optimisers and EMAs, the tiny recipe end to end with a resume, and its configura
 
 Golden ``fixtures/rampp/pretrain_step.*`` (fixtures README §7): the official step in eval mode,
 ``torch.manual_seed(0)``, ``adasam_default(x_128)`` masking ``restormer_small(x_128)`` against ``gt_128``.
-Outputs and losses are compared within 1e-4 of the golden's max |.|; the generator's gradients (fp64 sums
-and absolute sums per parameter) within 1e-4 of the largest absolute sum, and the parameters that carry
-most of the gradient also within 1e-4 of their own absolute sum.
+The output (of the golden's max |.|), the losses, the generator's gradients (fp64 sums and absolute sums per
+parameter, relative to the largest absolute sum) and those of the parameters that carry most of the
+gradient (relative to their own absolute sum) are each held to 4x their largest error under torch's
+default, AVX2 and AVX-512 kernels on 1 and 2 threads (docs/robustness.md).
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ from PIL import Image
 from torch import nn
 
 import ramir
-from conftest import apply_weight_rule, load_json, load_tensors
+from conftest import apply_weight_rule, load_json, load_tensors, within
 from ramir.adasam import load_mask_generator
 from ramir.archs import create_model
 from ramir.checkpoints import load_checkpoint
@@ -30,7 +30,13 @@ from ramir.training import Trainer, load_recipe, pretrain, recipe_from_dict
 from ramir.training.adasam_stage import AdaSAMPretrainStage, adasam_pretrain_losses
 from ramir.training.engine import build_stage, list_states
 
-REL = 1e-4
+REL = 1.7e-6  # the masked output, of max|out|: measured 4.02e-7 at every setting
+LOSS_REL = 7.4e-7  # the losses, relative: measured 1.84e-7 (default kernels, 2 threads)
+GRAD_OF_MAX = 4.6e-5  # gradient sums, of the largest absolute sum: measured 1.15e-5 (the trainer's step)
+# the bulk, each of its own absolute sum: a difference of long fp32 sums, the noisiest comparison here:
+# measured 3.57e-4 under the default kernels (8.7e-5 AVX2, 4.2e-5 AVX-512), 1.10e-4 on an Intel Xeon with
+# AMX (issue #27: get_token_probs.0.attn.proj.weight, 1.63e-8 of 1.48e-4)
+GRAD_BULK_REL = 1.5e-3
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
@@ -59,12 +65,14 @@ def golden() -> tuple[dict, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     return ref, gold, load_tensors("rampp/inputs_rampp.safetensors")
 
 
-def _check_generator_gradients(generator: nn.Module, ref: dict, *, per_parameter: bool = True) -> float:
+def _check_generator_gradients(
+    generator: nn.Module, ref: dict, *, per_parameter: bool = True, label: str = "one step"
+) -> float:
     """Per-parameter fp64 gradient sums and absolute sums against the reference; returns the max error
     relative to the largest absolute sum. ``per_parameter`` also holds the large ones to their own size."""
     sums, abs_sums = ref["generator_grad_sum_per_param_fp64"], ref["generator_grad_abs_sum_per_param_fp64"]
     scale = max(v for v in abs_sums.values() if v is not None)
-    worst = 0.0
+    worst = bulk = 0.0
     for name, p in generator.named_parameters():
         if sums[name] is None:
             assert p.grad is None or not p.grad.any(), name  # mask_token: unused in forward
@@ -72,9 +80,11 @@ def _check_generator_gradients(generator: nn.Module, ref: dict, *, per_parameter
         g = p.grad.double()
         err = max(abs(g.sum().item() - sums[name]), abs(g.abs().sum().item() - abs_sums[name]))
         worst = max(worst, err / scale)
-        if per_parameter and abs_sums[name] >= 1e-3 * scale:  # the bulk, not fp32 noise around zero
-            assert err <= REL * abs_sums[name], name
-    assert worst <= REL
+        if abs_sums[name] >= 1e-3 * scale:  # the bulk, not fp32 noise around zero
+            bulk = max(bulk, err / abs_sums[name])
+    within(f"RAM++ {label}: generator gradient sums (of the largest absolute sum)", worst, GRAD_OF_MAX)
+    if per_parameter:
+        within(f"RAM++ {label}: generator gradient sums, bulk parameters (of their own)", bulk, GRAD_BULK_REL)
     return worst
 
 
@@ -102,16 +112,17 @@ def step(golden):
             "gen_grads": {k: g[split:] for k, g in grads.items()}}
 
 
+@pytest.mark.golden
 def test_one_step_matches_reference(step, golden):
     ref, gold, _ = golden
     terms = step["terms"]
     assert torch.equal(terms.mask, load_tensors("rampp/adasam_default.safetensors")["mask_seed0"])
     assert ref["mask_equals_adasam_default_mask_seed0"]
     out_err = _rel_max_diff(terms.output, gold["out_masked"])
-    assert out_err <= REL
-    assert math.isclose(terms.reconstruction.item(), ref["l_pix"], rel_tol=REL)
-    assert math.isclose(terms.probability.item(), ref["l_prob_pix_weighted_1e-4"], rel_tol=REL)
-    assert math.isclose(terms.total.item(), ref["l_total"], rel_tol=REL)
+    within("RAM++ one step: masked output (of max|.|)", out_err, REL)
+    for got, key in ((terms.reconstruction, "l_pix"), (terms.probability, "l_prob_pix_weighted_1e-4"),
+                     (terms.total, "l_total")):
+        within(f"RAM++ one step: {key} (relative)", abs(got.item() - ref[key]) / abs(ref[key]), LOSS_REL)
     worst = _check_generator_gradients(step["generator"], ref)
     print(f"one step: output within {out_err:.2g} of max|out|, generator gradient sums within {worst:.2g} "
           "of the largest absolute sum")
@@ -161,6 +172,7 @@ def _joint_recipe(**mask) -> dict:
     }
 
 
+@pytest.mark.golden
 def test_trainer_step_two_optimisers_and_emas(tmp_path, golden):
     ref, _, inputs = golden
     recipe = recipe_from_dict(_joint_recipe())
@@ -173,9 +185,10 @@ def test_trainer_step_two_optimisers_and_emas(tmp_path, golden):
               "gen": {n: p.detach().clone() for n, p in generator.named_parameters()}}
     result = trainer.fit(until=1)
 
-    assert result.history[0]["loss"] == pytest.approx(ref["l_total"], rel=REL)
+    within("RAM++ trainer step: l_total (relative)", abs(result.history[0]["loss"] - ref["l_total"])
+           / abs(ref["l_total"]), LOSS_REL)
     # through the [0, 1] round trip of the data (normalize(denormalize(x))): the global criterion only
-    worst = _check_generator_gradients(generator, ref, per_parameter=False)
+    worst = _check_generator_gradients(generator, ref, per_parameter=False, label="trainer step")
     print(f"trainer step: generator gradient sums within {worst:.2g} of the largest absolute sum")
     # warm-up 4: step 0 runs at a quarter of each base rate; Adam's first step is lr * g / (|g| + eps)
     runs = ((net, "net", 2e-4 / 4, trainer.ema), (generator, "gen", 1e-6 / 4, trainer.joint.ema))

@@ -1,10 +1,11 @@
 """RAM++'s RFR network (RestormerRFR) against the reference fixtures, its DINOv2 backbone, and fine-tuning.
 
 Goldens in ``fixtures/rampp/`` (fixtures README "RFR network"): the reference's forward of ``rfr_small``
-on seeded features (test call: six distinct layers; train call: every slot = deep_feat1), and the
-integration check through a rule-filled 40-layer DINOv2 built from a ``Dinov2Config`` (no download).
-fp32 outputs are compared at 2e-5 of max|y| (the reference's own fp32-fp64 gap is 1.2e-5 of max|y|),
-fp64 at 1e-8. ``transformers`` is needed only for the backbone tests (``ramir[dino]``).
+on seeded features (stored: ``rfr_features.safetensors``; test call: six distinct layers; train call:
+every slot = deep_feat1), and the integration check through a rule-filled 40-layer DINOv2 built from a
+``Dinov2Config`` (no download). fp32 outputs are compared at their measured error times 4 (up to 1.4e-5 of
+max|y|: the reference's own fp32-fp64 gap is 1.2e-5 of max|y|), fp64 at 100x (1.6e-12). ``transformers``
+is needed only for the backbone tests (``ramir[dino]``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import textwrap
 import pytest
 import torch
 
-from conftest import apply_weight_rule, load_json, load_tensors
+from conftest import apply_weight_rule, load_json, load_tensors, within
 from ramir.archs import MODEL_CONFIGS, create_model
 from ramir.archs.rfr import FEATURE_KEYS, RestormerRFR, default_dino_layers
 from ramir.checkpoints import detect_architecture, load_state_dict_adopting, parameter_count, registered_name
@@ -25,20 +26,36 @@ from ramir.errors import CheckpointError
 from ramir.layers import attributable_layers
 from ramir.training.stages import finetune_layers
 
-FP32_REL, FP64_REL = 2e-5, 1e-8
+# Bounds: 4x the largest error measured under torch's default, AVX2 and AVX-512 kernels
+# (ATEN_CPU_CAPABILITY) on 1 and 2 threads, float64 ones 100x (benchmarks/golden_spread.py,
+# docs/robustness.md). fp32 outputs, of max|y|: measured 8.84e-6 (test call) and 1.40e-5 (train call),
+# both under the AVX2 kernels
+FP32_REL = {"test": 3.6e-5, "train": 5.6e-5}
+FP64_REL = 1.6e-12  # the float64 output: measured 1.55e-14 (avx2), with the stored features
+GATE_ABS = 4.3e-7  # float64 gate weights vs the reference's float32 ones; measured 1.07e-7 at every setting
+GATE_SIGNAL = 1e-4  # the gates' gradient with the reference's training features, of that with distinct ones
+# the rule-filled DINOv2's feature statistics (relative; measured 4.53e-7 and 7.38e-7, default kernels) and
+# the RFR output on its features (of max|y|; measured 3.33e-6, default kernels)
+DINO_SUM_REL, DINO_MAX_REL, TINYDINO_REL = 1.9e-6, 3e-6, 1.4e-5
 SMALL = dict(num_blocks=[1, 1, 1, 1], num_refinement_blocks=1)
 # a DINOv2 of 12 layers, 32 wide: the shapes of DINOv2-small at a fraction of the cost
 TINY_DINO = dict(hidden_size=32, num_hidden_layers=12, num_attention_heads=2, mlp_ratio=2, patch_size=14,
                  image_size=56)
 
 
-def _rfr_features(dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """The fixture's seeded features, regenerated as its README says (key order = seed order)."""
+def _seeded_features() -> dict[str, torch.Tensor]:
+    """The fixture's features as its README makes them (key order = seed order)."""
     feats = {}
     for i, key in enumerate(FEATURE_KEYS):
         torch.manual_seed(20 + i)
-        feats[key] = torch.randn(1, 1536, 8, 10).to(dtype)
+        feats[key] = torch.randn(1, 1536, 8, 10)
     return feats
+
+
+def _rfr_features(dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """The fixture's seeded features, stored (``rfr_features.safetensors``): torch.randn's last bit
+    depends on the kernels (below)."""
+    return {k: v.to(dtype) for k, v in load_tensors("rampp/rfr_features.safetensors").items()}
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +114,25 @@ def test_default_config_has_the_reference_439_layers():
 # -- golden forwards ---------------------------------------------------------------------------------
 
 
+@pytest.mark.golden
+def test_stored_features_are_the_readme_draws():
+    """The features are stored because torch.randn's Box-Muller differs in the last bits between torch's
+    baseline kernels and its AVX2/AVX-512 ones (the reference's): regenerated under ATEN_CPU_CAPABILITY=
+    default they moved the float64 output by 5e-8 of max|y| against its float64 golden, which is no
+    rounding order of a float64 computation."""
+    stored, stats = _rfr_features(), load_json("rampp/forward_rfr_small.json")["feat_stats"]
+    for key, st in stats.items():
+        v = stored[key]
+        assert v.double().sum().item() == st["sum"] and v.flatten()[:4].tolist() == st["first4"], key
+        assert v.abs().max().item() == st["max_abs"], key
+    drawn = _seeded_features()
+    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        assert all(torch.equal(drawn[k], stored[k]) for k in FEATURE_KEYS)
+    else:  # up to 1.9e-6 apart under the baseline kernels (values up to 4.9)
+        assert max((drawn[k] - stored[k]).abs().max().item() for k in FEATURE_KEYS) <= 4e-6
+
+
+@pytest.mark.golden
 @pytest.mark.parametrize("call", ["test", "train"])
 def test_forward_matches_reference(rfr_small, x_6170, call):
     gold = load_tensors("rampp/forward_rfr_small.safetensors")
@@ -107,24 +143,31 @@ def test_forward_matches_reference(rfr_small, x_6170, call):
         y = rfr_small(x_6170, feats)
     ref = gold[f"y_{call}_feats"]
     scale = ref.abs().max().item()
-    assert (y - ref).abs().max().item() / scale < FP32_REL
-    assert (y.double() - gold[f"y_{call}_feats_fp64"]).abs().max().item() / scale < FP32_REL
+    within(f"rfr-small {call} call fp32 vs fp32 golden (of max|y|)", (y - ref).abs().max().item() / scale,
+           FP32_REL[call])
+    within(f"rfr-small {call} call fp32 vs fp64 golden (of max|y|)",
+           (y.double() - gold[f"y_{call}_feats_fp64"]).abs().max().item() / scale, FP32_REL[call])
 
 
+@pytest.mark.golden
 def test_forward_fp64_matches_reference_exactly(rfr_small, x_6170):
     gold = load_tensors("rampp/forward_rfr_small.safetensors")
     model = copy.deepcopy(rfr_small).double()
     with torch.no_grad():
         y = model(x_6170.double(), _rfr_features(torch.float64))
     scale = gold["y_test_feats_fp64"].abs().max().item()
-    assert (y - gold["y_test_feats_fp64"]).abs().max().item() / scale < FP64_REL
+    within("rfr-small test call fp64 vs golden (of max|y|)",
+           (y - gold["y_test_feats_fp64"]).abs().max().item() / scale, FP64_REL)
     gates = load_json("rampp/forward_rfr_small.json")["gate_weights_test_feats_fp32"]
     feats = _rfr_features(torch.float64)
+    worst = 0.0
     for level, expected in gates.items():
         w = getattr(model, f"dino_fusion_{level}").weights(feats[f"{level}_feat1"], feats[f"{level}_feat2"])
-        assert w[0].tolist() == pytest.approx(expected, abs=1e-6)
+        worst = max(worst, (w[0] - torch.tensor(expected, dtype=torch.float64)).abs().max().item())
+    within("rfr-small gate weights fp64 vs the reference's fp32", worst, GATE_ABS)
 
 
+@pytest.mark.golden
 def test_train_mode_reproduces_the_reference_training_features(rfr_small, x_6170):
     """train_features='reference': in train mode the six slots are deep_feat1 whatever is passed."""
     gold = load_tensors("rampp/forward_rfr_small.safetensors")["y_train_feats"]
@@ -134,11 +177,11 @@ def test_train_mode_reproduces_the_reference_training_features(rfr_small, x_6170
             y = rfr_small(x_6170, _rfr_features())
     finally:
         rfr_small.eval()
-    assert (y - gold).abs().max().item() / gold.abs().max().item() < FP32_REL
+    within("rfr-small train mode vs train-call golden (of max|y|)",
+           (y - gold).abs().max().item() / gold.abs().max().item(), FP32_REL["train"])
 
 
-@pytest.mark.parametrize("mode, gates_learn", [("reference", False), ("distinct", True)])
-def test_gates_learn_only_with_distinct_training_features(mode, gates_learn):
+def _gate_and_adapter_gradients(mode: str) -> tuple[float, float]:
     model = _tiny_rfr(train_features=mode).train()
     torch.manual_seed(1)
     x = torch.randn(1, 3, 32, 32)
@@ -146,13 +189,28 @@ def test_gates_learn_only_with_distinct_training_features(mode, gates_learn):
     model(x, feats).abs().mean().backward()
     gate_grads = [p.grad for n, p in model.named_parameters() if n.startswith("dino_fusion_")]
     assert all(g is not None for g in gate_grads)
-    assert any(g.abs().max() > 0 for g in gate_grads) == gates_learn
-    assert model.dr_adaptation3.adaptation[0].weight.grad.abs().max() > 0  # deep adapter learns either way
+    adapter = model.dr_adaptation3.adaptation[0].weight.grad
+    return max(g.abs().max().item() for g in gate_grads), adapter.abs().max().item()
+
+
+@pytest.mark.golden
+def test_gates_learn_only_with_distinct_training_features():
+    """With the reference's training features each gate mixes a tensor with itself: its gradient is
+    w_i * g * (1 - (w0 + w1)), zero but for the rounding of the softmax's w0 + w1 = 1 (float32: a few
+    1e-7 of the signal). Measured 0 at every setting on AMD Zen 5; non-zero on an Intel Xeon under the AVX2
+    kernels (issue #27), hence a ratio to the gates' gradient with distinct features, not exactly 0: the
+    bound, 1e-4, allows that rounding (2 ulp = 2.4e-7 of the signal) even where the two gates' inputs are
+    400x closer than their signal, and is 4 orders below what learning gates give (1, by construction)."""
+    reference, adapter_ref = _gate_and_adapter_gradients("reference")
+    distinct, adapter = _gate_and_adapter_gradients("distinct")
+    assert distinct > 0 and adapter_ref > 0 and adapter > 0  # the deep adapter learns either way
+    within("rfr gates' gradient, reference / distinct training features", reference / distinct, GATE_SIGNAL)
 
 
 # -- the DINOv2 backbone -------------------------------------------------------------------------------
 
 
+@pytest.mark.golden
 @pytest.mark.slow
 def test_tiny_dinov2_integration_matches_reference(rfr_small, x_6170):
     """A rule-filled 40-layer, 1536-wide DINOv2 (570M parameters, built on meta, filled in place)."""
@@ -173,14 +231,18 @@ def test_tiny_dinov2_integration_matches_reference(rfr_small, x_6170):
     pixels = torch.randn(1, 3, 112, 140)  # the official path's size for a 61x70 image
     assert model.dino_pixels(x_6170).shape == pixels.shape
     feats = model.features_from_pixels(pixels)
+    sums, maxima = [], []
     for key, stats in ref["feat_stats"].items():
         assert list(feats[key].shape) == stats["shape"]
-        assert feats[key].double().sum().item() == pytest.approx(stats["sum"], rel=1e-4)
-        assert feats[key].abs().max().item() == pytest.approx(stats["max_abs"], rel=1e-5)
+        sums.append(abs(feats[key].double().sum().item() - stats["sum"]) / abs(stats["sum"]))
+        maxima.append(abs(feats[key].abs().max().item() - stats["max_abs"]) / stats["max_abs"])
+    within("tiny DINOv2 feature sums vs golden (relative)", max(sums), DINO_SUM_REL)
+    within("tiny DINOv2 feature max|.| vs golden (relative)", max(maxima), DINO_MAX_REL)
     with torch.no_grad():
         y = model(x_6170, feats)
     gold = load_tensors("rampp/tinydino_rfr_small.safetensors")["y_rfr_small_tinydino"]
-    assert (y - gold).abs().max().item() / gold.abs().max().item() < FP32_REL
+    within("rfr-small on the tiny DINOv2 vs golden (of max|y|)",
+           (y - gold).abs().max().item() / gold.abs().max().item(), TINYDINO_REL)
 
 
 def test_backbone_computes_features_once_and_stays_out_of_the_state():
@@ -402,18 +464,21 @@ def test_tiny_rampp_pipeline_improves_validation_psnr(tmp_path, capsys):
     recipe = load_recipe(configs / "rampp_tiny_finetune.yaml", [
         *common, f"data.val={val}", f"init_from={pre.final}", f"finetune.ranking={ranking}",
         f"model.overrides={{dino_model: {tmp_path / 'dino'}, dino_dim: 32}}", "schedule.iterations=60",
-        "schedule.warmup=2"])
+        "schedule.warmup=2", "ema.decay=0.9"])  # validated: the EMA, whose 0.995 would lag 60 steps behind
     torch.manual_seed(0)
     trainer = Trainer(recipe, output_dir=tmp_path / "ft", progress=False)
     assert trainer.model.rfr_layers()[0] in trainer.stage.layers and len(trainer.stage.layers) == 57
     gates = {n: p.detach().clone() for n, p in trainer.model.named_parameters()
              if n.startswith("dino_fusion_")}
     adapter = trainer.model.dr_adaptation3.adaptation[0].weight.detach().clone()
-    before = trainer.validate()["val_psnr"]
+    start = trainer.validate()
+    before, noisy = start["val_psnr"], start["val_psnr_input"]
     result = trainer.fit()
     after = trainer.validate()["val_psnr"]
     trainer.close()
-    assert after > before + 1.0, (before, after)
+    # measured 18.24 dB before, 30.46 after, the noisy input 20.23 (a network that learned the identity:
+    # ~20.2): half of the gain over the input is required
+    assert after > noisy + 5.0 and after > before + 5.0, (before, noisy, after)
     # train_features: reference -> the gates get no signal: in float32 only rounding-level gradients
     # (w0 + w1 = 1 up to an ulp), which Adam turns into a drift of ~1e-4; the deep adapter moves ~1e-2
     drift = max((p - gates[n]).abs().max().item() for n, p in trainer.model.named_parameters() if n in gates)

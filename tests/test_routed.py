@@ -11,7 +11,9 @@ import torch
 
 import ramir
 from ramir.archs import build_network
+from ramir.archs.routed import blockiness, centre_crop
 from ramir.checkpoints import load_network, save_checkpoint
+from ramir.imagespace import normalize
 from ramir.training.router import assemble, train_router
 
 NAF = dict(width=8, enc_blocks=[1], middle_blocks=1, dec_blocks=[1])
@@ -40,6 +42,56 @@ def routed(bias: list[float] | None = None):
     return net.eval()
 
 
+class MeanRouter(torch.nn.Module):
+    """A stand-in router whose decision depends on the image: its mean (ImageNet-normalised) says noise
+    when positive, blur when negative (clean never wins); it records the size of every input it sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[int, int]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append((x.shape[-2], x.shape[-1]))
+        m = x.mean(dim=(1, 2, 3))
+        return torch.stack([torch.full_like(m, -100.0), 10 * m, -10 * m], dim=1)
+
+
+def image_routed(route_size: int = 512):
+    """The routed network of :func:`routed` with :class:`MeanRouter` in place of its classifier."""
+    net = routed()
+    net.router = MeanRouter()
+    net.route_size = route_size
+    return net
+
+
+def _bright_and_dark(h: int, w: int, bright_cols: slice) -> np.ndarray:
+    """A dark [0, 1] image with a bright band of columns (textured, so that the experts change it)."""
+    rng = np.random.default_rng(h * w)
+    img = 0.05 + 0.1 * rng.random((h, w, 3), dtype=np.float32)
+    img[:, bright_cols] += 0.8
+    return img
+
+
+def test_a_mixed_batch_sends_each_image_to_its_own_expert():
+    net = image_routed()
+    images = torch.stack([torch.from_numpy(_bright_and_dark(24, 40, cols)).permute(2, 0, 1)
+                          for cols in (slice(None), slice(0, 0))])  # in [0, 1]: bright, dark
+    x = normalize(images)
+    bright, dark = x[:1], x[1:]
+    assert net.route(x) == [0, 1] and net.route_names(x) == ["noise", "blur"]
+    with torch.no_grad():
+        y = net(x)
+        assert torch.equal(y[:1], net.experts[0](bright)) and torch.equal(y[1:], net.experts[1](dark))
+        assert not torch.allclose(net.experts[0](dark), net.experts[1](dark), atol=1e-3)  # distinguishable
+    # the Restorer routes each image of a batch on its own too
+    restorer = ramir.load(net, device="cpu", tile=0)
+    out = restorer.restore(images)
+    assert restorer.last_routes == ["noise", "blur"]
+    for i, expert in enumerate(net.experts):
+        alone = ramir.load(expert, device="cpu", tile=0).restore(images[i : i + 1])
+        assert torch.equal(out[i : i + 1], alone)
+
+
 def test_each_image_goes_to_the_expert_of_its_class_and_clean_stays_unchanged():
     x = torch.randn(2, 3, 24, 40)
     for bias, expert in (([5.0, 0, 0], None), ([0, 5.0, 0], 0), ([0, 0, 5.0], 1)):
@@ -64,15 +116,63 @@ def test_routed_checkpoint_round_trip(tmp_path):
 
 
 def test_restorer_routes_the_whole_image_once_then_tiles_with_that_expert():
-    net = routed([0, 0, 5.0])
-    img = np.random.default_rng(0).random((56, 72, 3)).astype(np.float32)
+    """The image is bright on its right two thirds and dark on the left: as a whole it is "noise", while
+    its left tiles on their own would be "blur" — routing per tile would restore those with the other
+    expert."""
+    net = image_routed()
+    img = _bright_and_dark(56, 72, slice(24, None))
     tiled = ramir.load(net, device="cpu", tile=32, overlap=8)
     out = tiled.restore(img)
-    assert tiled.last_routes == ["blur"]
-    direct = ramir.load(net.experts[1], device="cpu", tile=32, overlap=8).restore(img)
-    assert np.array_equal(out, direct)  # every tile went through the blur expert
+    assert tiled.last_routes == ["noise"]
+    assert set(net.router.seen) == {(56, 72)}  # only whole images reach the router, never a tile
+    left_tile = normalize(torch.from_numpy(img[:32, :32]).permute(2, 0, 1)[None])
+    assert net.route(left_tile) == [1]  # (which per tile would have gone to the blur expert)
+    direct = ramir.load(net.experts[0], device="cpu", tile=32, overlap=8).restore(img)
+    assert np.array_equal(out, direct)  # every tile went through the noise expert
+    other = ramir.load(net.experts[1], device="cpu", tile=32, overlap=8).restore(img)
+    assert np.abs(out - other).max() > 1e-3
     clean = ramir.load(routed([5.0, 0, 0]), device="cpu", tile=32)
     assert np.array_equal(clean.restore(img), img) and clean.last_routes == ["clean"]
+
+
+def test_the_router_sees_the_centre_crop_on_the_8_pixel_grid():
+    """route_size 32 on a 64x96 image bright only in its centre 32x32: the centre decides ("noise"),
+    although the image as a whole, or any corner crop, is dark ("blur")."""
+    net = image_routed(route_size=32)
+    img = _bright_and_dark(64, 96, slice(0, 0))
+    img[16:48, 32:64] += 0.8
+    x = normalize(torch.from_numpy(img).permute(2, 0, 1)[None])
+    assert net.route_names(x) == ["noise"] and net.router.seen == [(32, 32)]
+    assert net.route_names(x[..., :32, :32]) == ["blur"]  # a corner crop
+    net.route_size = 512
+    assert net.route_names(x) == ["blur"]  # the whole image
+
+    t = torch.arange(61 * 70, dtype=torch.float32).view(1, 1, 61, 70)
+    assert torch.equal(centre_crop(t, 32), t[..., 8:40, 16:48])  # corners rounded down to multiples of 8
+    assert torch.equal(centre_crop(x, 32), x[..., 16:48, 32:64])
+    assert centre_crop(t, 100) is t  # smaller images are seen whole
+    wide = torch.zeros(1, 3, 20, 100)
+    assert centre_crop(wide, 32).shape == (1, 3, 20, 32)
+    assert torch.equal(centre_crop(torch.arange(100.0).expand(1, 1, 20, 100), 32)[0, 0, 0, :2],
+                       torch.tensor([32.0, 33.0]))
+
+
+def test_blockiness_finds_an_8x8_grid_at_any_phase():
+    """JPEG-like blocks: the differences across block boundaries stand out in one phase of 8 (log ratio
+    log 8 for a pure block image, the other phases ~ log 1e-6); the same grid shifted gives the same
+    features; noise without blocks gives all phases alike (log ratios near 0)."""
+    rng = np.random.default_rng(0)
+    blocks = np.kron(rng.random((1, 3, 9, 12)), np.ones((1, 1, 8, 8)))  # 72x96, a block every 8 pixels
+    x = torch.from_numpy(blocks).float()
+    f = blockiness(x[..., :64, :88])
+    assert f.shape == (1, 16)
+    assert torch.allclose(f[0, [0, 8]], torch.full((2,), float(np.log(8.0))), atol=1e-4)  # columns, rows
+    assert (f[0, 1:8] < -10).all() and (f[0, 9:] < -10).all()
+    for dy, dx in ((3, 5), (1, 7), (6, 2)):  # another phase of the same grid
+        assert torch.allclose(blockiness(x[..., dy : dy + 64, dx : dx + 88]), f, atol=1e-4), (dy, dx)
+    noise = torch.from_numpy(rng.random((1, 3, 64, 88))).float()
+    assert blockiness(noise).abs().max() < 0.2
+    assert torch.equal(blockiness(x[..., :7, :7]), torch.zeros(1, 16))  # too small for a period: zeros
 
 
 def test_router_learns_to_tell_noise_from_clean(tmp_path):
@@ -89,15 +189,19 @@ def test_router_learns_to_tell_noise_from_clean(tmp_path):
         "      - {name: clean, root: clean, degradation: {kind: identity}}\n"
         "      - {name: noisy, root: clean, degradation: {kind: noise, sigma: [30, 50]}}\n"
     )
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    _, log = train_router(
-        recipe,
-        {"clean": "clean", "noisy": "noise"},
-        ["clean", "noise"],
-        iterations=60,
-        batch_size=8,
-        log_every=20,
-    )
+    try:
+        _, log = train_router(
+            recipe,
+            {"clean": "clean", "noisy": "noise"},
+            ["clean", "noise"],
+            iterations=60,
+            batch_size=8,
+            log_every=20,
+        )
+    finally:
+        torch.set_num_threads(threads)
     assert log[-1]["accuracy"] >= 0.9, log
     with pytest.raises(ramir.errors.ConfigError, match="without a router class"):
         train_router(recipe, {"clean": "clean"}, ["clean", "noise"], iterations=1)
@@ -134,11 +238,11 @@ def test_export_takes_one_expert_of_a_routed_network(tmp_path, capsys):
     from ramir.cli import main
 
     save_checkpoint(tmp_path / "r.safetensors", routed([0, 1.0, 0]), stage="routed")
-    assert (
-        main(["export", str(tmp_path / "r.safetensors"), "-o", str(tmp_path / "x.onnx"), "--tile", "32"]) == 2
-    )
+    # (without --expert the whole model is written: tests/test_chain.py)
+    assert main(["export", str(tmp_path / "r.safetensors"), "-o", str(tmp_path / "x.onnx"), "--tile", "32",
+                 "--expert", "sharpen"]) == 2
     err = capsys.readouterr().err
-    assert "--expert noise|deblur" in err and len(err.strip().splitlines()) == 1
+    assert "unknown expert 'sharpen': choose from noise, deblur" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.onnx").exists()
     assert (
         main(
@@ -156,6 +260,23 @@ def test_export_takes_one_expert_of_a_routed_network(tmp_path, capsys):
         == 0
     )
     assert (tmp_path / "x.onnx").is_file()
+
+
+def test_an_exported_expert_is_that_expert(tmp_path):
+    """``--expert deblur`` writes a graph that restores as the deblurring expert does, not the other one."""
+    from ramir.cli import main
+    from ramir.export import verify_onnx
+
+    pytest.importorskip("onnxruntime")
+    save_checkpoint(tmp_path / "r.safetensors", routed([0, 1.0, 0]), stage="routed")
+    out = tmp_path / "x.onnx"
+    assert main(["export", str(tmp_path / "r.safetensors"), "-o", str(out), "--tile", "32", "--expert",
+                 "deblur"]) == 0
+    net = load_network(tmp_path / "r.safetensors")
+    deblur = verify_onnx(out, net.experts[1], [(32, 32)])
+    noise = verify_onnx(out, net.experts[0], [(32, 32)])
+    assert deblur is not None and noise is not None
+    assert deblur < 1e-4 and noise > 1e-2, (deblur, noise)  # measured 1.5e-7 and 0.54
 
 
 def test_an_unsure_clean_verdict_goes_to_the_most_likely_expert():

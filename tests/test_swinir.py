@@ -4,12 +4,14 @@ The default configuration (11.5M parameters) is built once per module (a module-
 fixture; pytest groups the tests by configuration) and run three times at 61x70: fp32 unmasked, fp32
 masked, and fp64 with hooks on all 263 attributable layers.
 
-Tolerances:
-* outputs (fp32 model) vs the fp64 goldens: 1e-4 * max|y| (measured: 8e-7 small, 1.5e-5 default);
-* layer statistics: a float64 model, whose sums agree with the fp64 goldens to ~1e-13 relative. A fixed
-  relative tolerance fails for sums that cancel to near zero, so each sum is compared with
-  ``|sum - ref| <= 1e-6 * (|ref| + mean_abs * numel)``: relative where the sum is large, and relative to the
-  L1 mass of the output where it cancels. mean_abs and the first 4 values: 1e-6 relative to mean_abs.
+Tolerances: every bound is 4x the largest error measured under torch's default, AVX2 and AVX-512 kernels
+(``ATEN_CPU_CAPABILITY``) on 1 and 2 threads, float64 ones 100x (``benchmarks/golden_spread.py``; the
+table is in docs/robustness.md):
+* outputs (fp32 model) vs the fp64 goldens, of max|y|;
+* layer statistics of a float64 model. A fixed relative tolerance fails for sums that cancel to near zero,
+  so each sum's error is taken relative to ``|ref| + mean_abs * numel`` (relative where the sum is large,
+  relative to the L1 mass of the output where it cancels); mean_abs and the first 4 values relative to
+  mean_abs.
 """
 
 from __future__ import annotations
@@ -22,16 +24,32 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import apply_weight_rule, load_json, load_tensors
+from conftest import apply_weight_rule, load_json, load_tensors, within
 from ramir import attributable_layers, create_model
 from ramir.archs import swinir as swinir_mod
 from ramir.archs.common import straightforward_path
 from ramir.archs.swinir import SwinIR
+from ramir.devices import cpu_bf16_problem
 from ramir.masking import apply_mask
 
 MODEL_NAMES = {"small": "ram-swinir-small", "default": "ram-swinir"}
-OUTPUT_RTOL = 1e-4
-STATS_RTOL = 1e-6
+# of max|y|, fp32 model vs the fp64 golden; measured 1.21e-6 (small) and 1.77e-5 (default), default kernels
+OUTPUT_REL = {"small": 4.9e-6, "default": 7.1e-5}
+STATS_REL = 2.1e-11  # float64 layer statistics; measured 2.07e-13 (first values, default kernels); 100x
+Y_FULL_REL = 4.1e-6  # 64x64 (the stored masks) vs the MAC fixture's y_full, of max|y|; measured 1.02e-6
+# fp32 fast path (chunked, piecewise, cached, dense SDPA) vs the straightforward path or whole maps, max
+# |diff| (|y| ~ 3): measured at most 1.55e-6 (piecewise with biases, default kernels); 0 where both run the
+# same kernels (batch vs one image, hooks, checkpointing)
+FAST_ABS = 6.2e-6
+GRAD_REL = 2e-6  # fp32 gradients of two paths, of max|grad|; measured 4.88e-7 (fast vs straightforward, avx2)
+
+
+def _max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.double() - b.double()).abs().max().item()
+
+
+def _grad_rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return _max_abs(a, b) / max(b.abs().max().item(), 1e-30)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -204,6 +222,7 @@ def test_weight_rule_checksums(rule_net):
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.golden
 def test_forward_matches_fp64_golden(rule_net, forward_inputs):
     tag, net = rule_net
     golden = load_tensors(f"forward_swinir_{tag}.safetensors")
@@ -212,22 +231,27 @@ def test_forward_matches_fp64_golden(rule_net, forward_inputs):
         ref = golden[f"{key}_fp64"]
         got = run[key]
         assert got.dtype == torch.float32 and got.shape == ref.shape
-        err = (got.double() - ref).abs().max().item()
-        assert err <= OUTPUT_RTOL * ref.abs().max().item(), f"{tag} {key}: max abs diff {err}"
+        rel = (got.double() - ref).abs().max().item() / ref.abs().max().item()
+        within(f"swinir-{tag} {key} fp32 vs fp64 golden (of max|y|)", rel, OUTPUT_REL[tag])
 
 
+@pytest.mark.golden
 def test_layer_outputs_match_golden(rule_net, forward_inputs):
     tag, net = rule_net
     golden = load_json(f"forward_swinir_{tag}.json")["mac_layer_output_stats_unmasked_fp64"]
     stats = golden_run(tag, net, forward_inputs["x"], forward_inputs["mask"])["stats"]
     assert list(stats) == [g["name"] for g in golden]
+    worst = {"sum": 0.0, "mean|.|": 0.0, "first4": 0.0}  # each relative to its scale, the worst layer
     for g in golden:
         s, name = stats[g["name"]], g["name"]
         numel = math.prod(g["shape"])
         assert s["shape"] == g["shape"], name
-        assert abs(s["sum"] - g["sum"]) <= STATS_RTOL * (abs(g["sum"]) + g["mean_abs"] * numel), name
-        assert abs(s["mean_abs"] - g["mean_abs"]) <= STATS_RTOL * g["mean_abs"], name
-        assert np.allclose(s["first4"], g["first4"], rtol=0, atol=STATS_RTOL * g["mean_abs"]), name
+        worst["sum"] = max(worst["sum"], abs(s["sum"] - g["sum"]) / (abs(g["sum"]) + g["mean_abs"] * numel))
+        worst["mean|.|"] = max(worst["mean|.|"], abs(s["mean_abs"] - g["mean_abs"]) / g["mean_abs"])
+        first4 = np.abs(np.array(s["first4"]) - np.array(g["first4"])).max() / g["mean_abs"]
+        worst["first4"] = max(worst["first4"], float(first4))
+    for what, error in worst.items():
+        within(f"swinir-{tag} layer {what} fp64 vs golden", error, STATS_REL)
 
 
 def test_attention_returns_proj_output_in_window_layout(forward_inputs):
@@ -243,6 +267,7 @@ def test_attention_returns_proj_output_in_window_layout(forward_inputs):
     assert attn.shape == (72, 64, 24)  # 64x72 padded map -> 8x9 windows of 8x8 tokens
 
 
+@pytest.mark.golden
 def test_img_size_input_uses_stored_masks():
     """At 64x64 (= img_size, no padding) the attn_mask buffers are used: matches the reference's y_full."""
     mac = load_tensors("mac_swinir_small.safetensors")
@@ -251,7 +276,8 @@ def test_img_size_input_uses_stored_masks():
     with torch.no_grad():
         y = net(mac["x"])
     assert y.shape == (1, 3, 64, 64)
-    assert (y - mac["y_full"]).abs().max().item() <= 1e-5 * mac["y_full"].abs().max().item()
+    within("swinir-small 64x64 fp32 vs MAC golden y_full (of max|y|)",
+           _max_abs(y, mac["y_full"]) / mac["y_full"].abs().max().item(), Y_FULL_REL)
     # the cached mask for another size follows the same rule as the buffer
     block = net.layers[0].residual_group.blocks[1]
     mask, mixed = block.shift_mask(64, 64 + 8, torch.device("cpu"), torch.float32)
@@ -265,6 +291,7 @@ def test_img_size_input_uses_stored_masks():
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("size", [(61, 70), (40, 100), (64, 64)])
 def test_fast_path_equals_straightforward(size):
     net = small_net()
@@ -275,10 +302,11 @@ def test_fast_path_equals_straightforward(size):
             slow = net(x)
         single = net(x[1:])
     assert fast.shape == x.shape
-    assert (fast - slow).abs().max().item() <= 1e-5
-    assert (fast[1:] - single).abs().max().item() <= 1e-5  # batch layout of windows and masks
+    within("swinir fast vs straightforward", _max_abs(fast, slow), FAST_ABS)
+    within("swinir batch vs one image", _max_abs(fast[1:], single), FAST_ABS)  # windows and masks' layout
 
 
+@pytest.mark.golden
 def test_compile_friendly_attention_equals_the_fast_path(monkeypatch):
     """Under tracing/torch.compile the shifted windows use one dense masked SDPA (no data-dependent window
     list, no graph break); it must give the fast path's outputs and gradients."""
@@ -294,8 +322,8 @@ def test_compile_friendly_attention_equals_the_fast_path(monkeypatch):
     y_fast, g_fast = run()
     monkeypatch.setattr(swinir_mod, "_caching_allowed", lambda: False)
     y_dense, g_dense = run()
-    assert (y_fast - y_dense).abs().max().item() <= 1e-5
-    assert torch.allclose(g_fast, g_dense, rtol=1e-4, atol=1e-7)
+    within("swinir dense masked SDPA vs fast", _max_abs(y_fast, y_dense), FAST_ABS)
+    within("swinir dense masked SDPA vs fast, gradient", _grad_rel(g_dense, g_fast), GRAD_REL)
 
 
 def test_torch_compile_sees_one_graph():
@@ -311,6 +339,7 @@ def test_torch_compile_sees_one_graph():
     assert explained.graph_count == 1
 
 
+@pytest.mark.golden
 def test_gradients_equal_on_both_paths():
     net = small_net()
     x = torch.randn(2, 3, 24, 30, generator=torch.Generator().manual_seed(2))
@@ -324,11 +353,12 @@ def test_gradients_equal_on_both_paths():
     with straightforward_path():
         slow = grads()
     assert set(fast) == set(slow) and "mask_token" not in fast  # mask_token is not used by forward
-    for n in fast:
-        assert torch.allclose(fast[n], slow[n], rtol=1e-4, atol=1e-7), n
+    worst = max(_grad_rel(fast[n], slow[n]) for n in fast)
+    within("swinir gradients fast vs straightforward", worst, GRAD_REL)
     assert fast["layers.0.residual_group.blocks.1.attn.relative_position_bias_table"].abs().sum() > 0
 
 
+@pytest.mark.golden
 def test_position_bias_cache_follows_the_table():
     net = small_net()
     attn = net.layers[0].residual_group.blocks[1].attn
@@ -339,17 +369,18 @@ def test_position_bias_cache_follows_the_table():
         hits = swinir_mod._cached_shift_mask.cache_info().hits
         assert torch.equal(net(x), y0)
         assert swinir_mod._cached_shift_mask.cache_info().hits > hits  # masks not rebuilt
-        attn.relative_position_bias_table[5:40].mul_(-3.0)  # in-place change must invalidate the cache
+        attn.relative_position_bias_table[5:40].add_(3.0)  # in-place change must invalidate the cache
         y1 = net(x)
         with straightforward_path():
             y1_slow = net(x)
-    assert (y1 - y0).abs().max().item() > 1e-6
-    assert (y1 - y1_slow).abs().max().item() <= 1e-5
+    assert (y1 - y0).abs().max().item() > 100 * FAST_ABS  # (1.06e-3) a stale cache would be seen
+    within("swinir cached position bias vs straightforward", _max_abs(y1, y1_slow), FAST_ABS)
     # with autograd on, the bias is gathered from the parameter on every call
     assert attn.position_bias() is not attn.position_bias()
     assert attn.position_bias().requires_grad
 
 
+@pytest.mark.golden
 def test_dtype_and_inference_mode_switches():
     net = small_net()
     x = torch.randn(1, 3, 20, 27, generator=torch.Generator().manual_seed(4))
@@ -361,10 +392,11 @@ def test_dtype_and_inference_mode_switches():
     with torch.no_grad():
         y64 = net64(x.double())
     assert y64.dtype == torch.float64
-    assert (y32.double() - y64).abs().max().item() <= 1e-5
-    assert torch.allclose(y_grad.detach(), y32, atol=1e-6)
+    within("swinir fp32 vs fp64 model", _max_abs(y32, y64), FAST_ABS)
+    within("swinir inference_mode vs autograd", _max_abs(y_grad.detach(), y32), FAST_ABS)
 
 
+@pytest.mark.golden
 def test_activation_checkpointing_matches():
     kwargs = dict(drop_path_rate=0.0)
     plain, ckpt = small_net(**kwargs).train(), small_net(use_checkpoint=True, **kwargs).train()
@@ -375,9 +407,9 @@ def test_activation_checkpointing_matches():
         y = net(x)
         y.square().mean().backward()
         outs.append((y.detach(), [p.grad for p in net.parameters() if p.grad is not None]))
-    assert torch.allclose(outs[0][0], outs[1][0], atol=1e-6)
-    for a, b in zip(outs[0][1], outs[1][1], strict=True):
-        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+    within("swinir activation checkpointing", _max_abs(outs[0][0], outs[1][0]), FAST_ABS)
+    grads = [_grad_rel(b, a) for a, b in zip(outs[0][1], outs[1][1], strict=True)]
+    within("swinir activation checkpointing, gradients", max(grads), GRAD_REL)
 
 
 def test_mask_token_is_not_used():
@@ -394,6 +426,7 @@ def test_mask_token_is_not_used():
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.golden
 def test_3conv_and_3x3_first_conv():
     net = small_net(resi_connection="3conv", first_type="3x3")
     assert net.conv_first.kernel_size == (3, 3)
@@ -406,7 +439,8 @@ def test_3conv_and_3x3_first_conv():
         fast = net(x)
         with straightforward_path():
             slow = net(x)
-    assert fast.shape == x.shape and (fast - slow).abs().max().item() <= 1e-5
+    assert fast.shape == x.shape
+    within("swinir 3conv fast vs straightforward", _max_abs(fast, slow), FAST_ABS)
 
 
 def test_constructor_defaults_and_finetune_type():
@@ -440,6 +474,7 @@ def test_too_small_input_raises():
         small_net()(torch.zeros(1, 3, 3, 30))
 
 
+@pytest.mark.golden
 def test_chunked_inference_equals_whole_maps(monkeypatch):
     """Unobserved inference runs each block on groups of windows / tokens: same numbers as the whole-map
     path (which any hook forces), for a batch, shifted windows with cached masks and ragged last pieces."""
@@ -465,9 +500,9 @@ def test_chunked_inference_equals_whole_maps(monkeypatch):
             slow = net(x)
     whole = net(x).detach()  # autograd on: whole maps
     assert len(calls) == 7
-    assert (chunked - whole).abs().max().item() <= 1e-5
-    assert (observed_block - whole).abs().max().item() <= 1e-5
-    assert (chunked - slow).abs().max().item() <= 1e-5
+    within("swinir chunked vs whole maps", _max_abs(chunked, whole), FAST_ABS)
+    within("swinir one block observed vs whole maps", _max_abs(observed_block, whole), FAST_ABS)
+    within("swinir chunked vs straightforward", _max_abs(chunked, slow), FAST_ABS)
 
 
 def randomise_biases_and_norms(net: torch.nn.Module, seed: int) -> None:
@@ -480,6 +515,7 @@ def randomise_biases_and_norms(net: torch.nn.Module, seed: int) -> None:
                 p.add_(0.3 * torch.randn(p.shape, generator=g))
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("chunk_tokens", [1024, 320, 64])
 def test_piecewise_inference_with_biases_and_odd_maps(monkeypatch, chunk_tokens):
     """Biases folded into proj / accumulated into the residual, the key bias dropped: same numbers as the
@@ -497,7 +533,7 @@ def test_piecewise_inference_with_biases_and_odd_maps(monkeypatch, chunk_tokens)
             with straightforward_path():
                 slow = net(x)
         assert torch.equal(x, before)
-        assert (fast - slow).abs().max().item() <= 1e-5, shape
+        within("swinir piecewise with biases vs straightforward", _max_abs(fast, slow), FAST_ABS)
 
 
 def test_piecewise_block_keeps_its_input_unless_allowed():
@@ -514,6 +550,7 @@ def test_piecewise_block_keeps_its_input_unless_allowed():
     assert torch.equal(written, kept)
 
 
+@pytest.mark.skipif(cpu_bf16_problem() is not None, reason="no bf16 in these torch CPU kernels")
 def test_piecewise_inference_under_bf16_autocast():
     """Autocast makes lower-precision products: the piecewise path then calls the modules, whose outputs
     are added to the float32 residuals (the in-place GEMM accumulation needs one dtype)."""
@@ -537,6 +574,7 @@ def test_window_rectangles_tile_the_grid():
         assert bool((seen == 1).all()), (rows, cols, per)
 
 
+@pytest.mark.golden
 def test_global_hooks_see_whole_layer_outputs_in_observed_execution():
     """A global forward hook (as profilers and MAC-like tools use) sees whole layer outputs inside
     observed_execution(), the explicit switch off the piecewise path (torch's process-wide hook
@@ -566,7 +604,7 @@ def test_global_hooks_see_whole_layer_outputs_in_observed_execution():
     assert observed["layers.0.residual_group.blocks.1.norm1"] == [(1, 32 * 48, 24)]
     assert observed["layers.0.residual_group.blocks.1.mlp.fc1"] == [(1, 32 * 48, 48)]
     assert shapes.get("layers.0.residual_group.blocks.1.mlp.fc1") != [(1, 32 * 48, 48)]  # not whole
-    assert (whole - pieces).abs().max().item() <= 1e-5
+    within("swinir global hooks: whole vs pieces", _max_abs(whole, pieces), FAST_ABS)
 
 
 def test_one_image_map_reaches_the_convolutions_channels_last():
@@ -592,6 +630,7 @@ def test_one_image_map_reaches_the_convolutions_channels_last():
     assert y.is_contiguous()  # NCHW out, as the reference returns it
 
 
+@pytest.mark.golden
 def test_rstb_sums_into_the_conv_output_only_when_unobserved():
     """Inference adds the RSTB's input into the conv's fresh output in place; the input stays intact, and a
     hook on the conv sees the conv's own output (the sum then goes to a new tensor)."""
@@ -612,6 +651,8 @@ def test_rstb_sums_into_the_conv_output_only_when_unobserved():
         with straightforward_path():
             slow = rstb(x, (16, 24))
     assert torch.equal(x, before)
-    assert (hooked - plain).abs().max().item() <= 1e-5 and (slow - plain).abs().max().item() <= 1e-5
+    within("swinir RSTB hooked vs in place", _max_abs(hooked, plain), FAST_ABS)
+    within("swinir RSTB straightforward vs in place", _max_abs(slow, plain), FAST_ABS)
     conv_out = swinir_mod.image_to_tokens(seen[0])
-    assert (conv_out + x - hooked).abs().max().item() <= 1e-6  # the hooked output was not summed into
+    # the hooked output was not summed into
+    within("swinir RSTB conv output + input vs hooked", _max_abs(conv_out + x, hooked), FAST_ABS)

@@ -3,9 +3,11 @@
 The promise under test (the robustness issue): whatever bytes a user hands over, ``ramir restore`` either
 restores the file (exit 0, a complete output) or prints exactly one ``ramir: FILE: REASON`` line (exit 1):
 no traceback, no partial or temporary output, the input untouched; the web API answers 200 or a 4xx,
-never a 5xx. Mutations (hypothesis strategies, shared with ``tests/test_fuzz_decoders.py``): truncation,
-1-8 bit flips, byte-range overwrites, wrong or swapped magic headers, patched declared sizes (PNG IHDR
-with its CRC recomputed, JPEG SOF, BMP, TIFF ImageWidth/ImageLength, WebP, GIF), zero-size files and
+never a 5xx. A refusal is only allowed for a broken file: a valid one (unchanged, or under another
+format's name) must be restored, so a decoder that refused everything would fail. Mutations (hypothesis
+strategies, shared with ``tests/test_fuzz_decoders.py``): truncation, 1-8 bit flips, byte-range
+overwrites, wrong or swapped magic headers, patched declared sizes (PNG IHDR with its CRC recomputed, JPEG
+SOF, BMP, TIFF ImageWidth/ImageLength, WebP, GIF), zero-size files and
 decompression bombs. Seeds are 24x20 images made here (RGB, grey, RGBA, palette, 16-bit, CMYK).
 
 The long run (about 0.02-0.05 s a case on one core: 5000 cases in 2-4 minutes; the test runs a fixed,
@@ -14,8 +16,9 @@ bounded sample)::
     OMP_NUM_THREADS=1 python -m experiments.robustness.fuzz_decoders --cases 5000 --seed 0
 
 It prints cases and outcomes per format and per mutation kind, then the counts that must be 0
-(tracebacks or escaped exceptions, web 500s, partial outputs, changed inputs, other broken promises such
-as extra stderr lines), with the recipe of each offender; the exit status is 1 when any is not 0.
+(tracebacks or escaped exceptions, valid images refused, web 500s, partial outputs, changed inputs, other
+broken promises such as extra stderr lines), with the recipe of each offender; the exit status is 1 when
+any is not 0.
 """
 
 from __future__ import annotations
@@ -110,6 +113,7 @@ class Case:
     data: bytes = field(repr=False)
     recipe: str = ""
     must_refuse: bool = False  # a bomb above FUZZ_MAX_PIXELS: restoring it would be a bug
+    must_restore: bool = False  # a valid image (whatever its name): refusing it would be a bug
 
     @property
     def format(self) -> str:
@@ -263,7 +267,7 @@ def cases(draw: st.DrawFn, kinds: tuple[str, ...] = KINDS) -> Case:
     fmt, data = seed_images()[seed]
     name, n = _name(fmt), len(data)
     if kind == "valid":
-        return Case(seed, kind, name, data, "unchanged")
+        return Case(seed, kind, name, data, "unchanged", must_restore=True)
     if kind == "empty":
         return Case(seed, kind, name, b"", "zero bytes")
     if kind == "truncate":
@@ -289,7 +293,8 @@ def cases(draw: st.DrawFn, kinds: tuple[str, ...] = KINDS) -> Case:
         other = draw(st.sampled_from(sorted(f for f in SIGNATURES if f != fmt)))
         how = draw(st.sampled_from(["rename", "swap", "prefix"]))
         if how == "rename":  # e.g. PNG bytes named .jpg: the content decides, not the name
-            return Case(seed, kind, _name(other), data, f"{fmt} bytes named {_name(other)}")
+            return Case(seed, kind, _name(other), data, f"{fmt} bytes named {_name(other)}",
+                        must_restore=True)
         if how == "swap":  # another format's signature over the first bytes
             sig = SIGNATURES[other][0]
             return Case(seed, kind, name, sig + data[len(sig) :], f"first {len(sig)} bytes := {other} magic")
@@ -385,6 +390,8 @@ def check_cli(case: Case, workdir: Path, model: str) -> Outcome:
         problems.append(f"not an ImageError (the CLI names the exception): {lines[0]!r}")
     if case.must_refuse and code == 0:
         problems.append("a bomb above the pixel limit was restored")
+    if case.must_restore and code != 0:
+        problems.append(f"a valid image was refused: {err.strip()!r}")
     files = sorted(p.relative_to(dst) for p in dst.rglob("*") if not p.is_dir()) if dst.exists() else []
     if files != ([Path(case.name)] if code == 0 else []):
         problems.append(f"partial output: {[str(f) for f in files]}")
@@ -403,6 +410,11 @@ def check_cli(case: Case, workdir: Path, model: str) -> Outcome:
     return outcome
 
 
+# The web API decodes with Pillow alone, which cannot read 12-bit RGB TIFF (the CLI reads it through
+# OpenCV): a valid file the web answers with a 4xx naming the formats it takes.
+WEB_UNDECODABLE = frozenset({"tiff-rgb12"})
+
+
 class IdentityRestorer:
     """Stands in for the network behind the web API: the decode/encode path is what is fuzzed."""
 
@@ -419,6 +431,8 @@ def check_web(case: Case) -> Outcome:
         warnings.simplefilter("ignore")
         _check_web(case, outcome)
     outcome.seconds = time.perf_counter() - started
+    if case.must_restore and case.seed not in WEB_UNDECODABLE and outcome.result != "restored":
+        outcome.problems.append("a valid image was refused")
     return outcome
 
 
@@ -521,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
             for o in (cli, web):
                 for p in o.problems:
                     key = ("traceback" if "traceback" in p or "escaped" in p
+                           else "valid image refused" if "valid image" in p
                            else "web 500" if "raised" in p or "status" in p
                            else "partial output" if "partial" in p
                            else "changed input" if "input changed" in p else "other")
@@ -537,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     print(_table("format", by_format))
     print(_table("mutation", by_kind))
     print("slowest cases: " + "; ".join(f"{s:.2f} s {what}" for s, what in slowest))
-    for key in ("traceback", "web 500", "partial output", "changed input", "other"):
+    for key in ("traceback", "valid image refused", "web 500", "partial output", "changed input", "other"):
         print(f"{key}: {counts[key]}")
     for line in offenders[:50]:
         print("  " + line)

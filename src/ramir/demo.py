@@ -1,9 +1,10 @@
 """``make demo`` / ``ramir demo``: degrade photos we may ship, restore them with the embedded model.
 
 The photos are scikit-image's bundled ones (public domain or CC0, see skimage.data); each gets one of the
-seven degradations RAM targets, with a fixed seed, so the demo is the same on every machine. For each
-case the demo writes the degraded input, the restoration and a before|after picture, and prints PSNR
-(reference protocol: RGB uint8, crop 4) before and after.
+seven degradations RAM targets, or two at once (a noisy JPEG, a hazy noisy photo), with a fixed seed, so
+the demo is the same on every machine. For each case the demo writes the degraded input, the restoration
+and a before|after picture, and prints PSNR (reference protocol: RGB uint8, crop 4) before and after and
+what the model did (the restorations a routed model chose, in order).
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ CASES: list[tuple[str, str, str, float | None, int]] = [
     ("coffee_rain", "coffee", "rain", 0.008, 5),
     ("astronaut_lowlight", "astronaut", "low_light", 0.04, 6),
     ("chelsea_motion", "chelsea", "motion", 15.0, 7),
+    ("astronaut_noise_jpeg", "astronaut", "noise+jpeg", None, 8),
+    ("rocket_haze_noise", "rocket", "haze+noise", None, 9),
 ]
+# the composite cases: their steps, in order (ramir.data.online's chain)
+COMPOSITES: dict[str, list[dict]] = {
+    "noise+jpeg": [{"kind": "noise", "sigma": 20.0}, {"kind": "jpeg", "quality": 40.0}],
+    "haze+noise": [{"kind": "haze", "beta": 1.4}, {"kind": "noise", "sigma": 12.0}],
+}
 
 
 @dataclass
@@ -35,6 +43,7 @@ class DemoResult:
     psnr_input: float
     psnr_restored: float
     seconds: float
+    applied: str = "-"  # what a routed model did ("noise+jpeg", "unchanged"); "-" for a plain network
 
 
 def clean_photo(name: str) -> np.ndarray:
@@ -45,6 +54,15 @@ def clean_photo(name: str) -> np.ndarray:
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
     return img[..., :3].astype(np.float32) / 255.0
+
+
+def degrade_case(clean: np.ndarray, kind: str, level: float | None, seed: int) -> np.ndarray:
+    """A case's degraded photo: one degradation at ``level``, or a composite of :data:`COMPOSITES`."""
+    from ramir.evaluation import degrade
+
+    if kind in COMPOSITES:
+        return degrade(clean, "chain", None, seed, {"steps": COMPOSITES[kind]})
+    return degrade(clean, kind, level, seed)
 
 
 def _save_png(path: Path, rgb01: np.ndarray) -> None:
@@ -58,7 +76,6 @@ def _save_png(path: Path, rgb01: np.ndarray) -> None:
 def run_demo(out_dir: str | Path, model: str | None = None, device: str = "auto") -> list[DemoResult]:
     """Degrade, restore and write every case of :data:`CASES` under ``out_dir``."""
     from ramir.errors import RamirError
-    from ramir.evaluation import degrade
     from ramir.imageio import compare_image
     from ramir.inference import load
     from ramir.metrics import psnr
@@ -72,13 +89,16 @@ def run_demo(out_dir: str | Path, model: str | None = None, device: str = "auto"
     results = []
     for name, photo, kind, level, seed in CASES:
         clean = clean_photo(photo)
-        degraded = degrade(clean, kind, level, seed)
+        degraded = degrade_case(clean, kind, level, seed)
         t0 = time.perf_counter()
         restored = restorer.restore(degraded)
         seconds = time.perf_counter() - t0
         gt = (clean * 255.0 + 0.5).astype(np.uint8)
         as_u8 = lambda a: (np.clip(a, 0, 1) * 255.0 + 0.5).astype(np.uint8)  # noqa: E731
-        results.append(DemoResult(name, kind, psnr(as_u8(degraded), gt), psnr(as_u8(restored), gt), seconds))
+        decisions = getattr(restorer, "last_decisions", [])
+        applied = decisions[0].summary if decisions and getattr(restorer, "expert_names", None) else "-"
+        results.append(DemoResult(name, kind, psnr(as_u8(degraded), gt), psnr(as_u8(restored), gt), seconds,
+                                  applied))
         _save_png(out / f"{name}_input.png", degraded)
         _save_png(out / f"{name}_restored.png", restored)
         with atomic_path(out / f"{name}_compare.png") as tmp:
@@ -87,9 +107,9 @@ def run_demo(out_dir: str | Path, model: str | None = None, device: str = "auto"
 
 
 def format_table(results: list[DemoResult]) -> str:
-    lines = ["| case | degradation | PSNR input | PSNR restored | seconds |", "|---|---|---|---|---|"]
+    lines = ["| case | degradation | PSNR input | PSNR restored | restoration applied | seconds |",
+             "|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(
-            f"| {r.name} | {r.kind} | {r.psnr_input:.2f} | {r.psnr_restored:.2f} | {r.seconds:.2f} |"
-        )
+        lines.append(f"| {r.name} | {r.kind} | {r.psnr_input:.2f} | {r.psnr_restored:.2f} | {r.applied} | "
+                     f"{r.seconds:.2f} |")
     return "\n".join(lines)

@@ -73,3 +73,22 @@ def free_memory(device: torch.device) -> int | None:
     with contextlib.suppress(ValueError, OSError, AttributeError):
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     return None
+
+
+def cpu_bf16_problem() -> str | None:
+    """Why torch's CPU kernels cannot be trusted with bfloat16 here, or None when they can.
+
+    On x86, torch's bfloat16 paths (oneDNN's packed GEMMs, the flash-attention kernel) are written for
+    its AVX-512 kernels: run on the AVX2 or the baseline ones (an older CPU, or ``ATEN_CPU_CAPABILITY``),
+    some raise ("pack_vnni2 is only supported when avx512 is supported" where the CPU has AMX) and the
+    rest emulate bfloat16 at a loss. Other processors (ARM) are left to torch."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "x86", "i386", "i686"):
+        return None
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability.upper().startswith("AVX512"):
+        return None
+    forced = os.environ.get("ATEN_CPU_CAPABILITY")
+    how = f" (ATEN_CPU_CAPABILITY={forced})" if forced else ""
+    return f"torch runs its {capability} CPU kernels here{how}, which have no bfloat16 path (needs AVX-512)"

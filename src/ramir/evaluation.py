@@ -88,9 +88,8 @@ class TaskSpec:
             dirs = f", {self.input_dir}/ vs {self.target_dir}/" if self.input_dir else ""
             return f"paired {self.root} (layout {self.layout}{dirs})"
         level = "" if self.level is None else f" {self.level:g}"
-        extra = "".join(
-            f", {k}={Path(v).name if k.startswith('bank') else v}" for k, v in self.options.items()
-        )
+        files = ("bank", "bank_only", "bank_exclude", "kernels")
+        extra = "".join(f", {k}={Path(v).name if k in files else v}" for k, v in self.options.items())
         return f"clean {self.root} + {self.degradation}{level}{extra} (seed {self.seed})"
 
     def to_dict(self) -> dict[str, Any]:
@@ -284,8 +283,9 @@ def load_suite(path: str | Path, seed: int | None = None, data_root: str | Path 
         if not isinstance(options, dict) or ("options" in t and "clean" not in t):
             raise ConfigError(f"{path}: task {name!r}: 'options' is a mapping, for a clean task")
         options = dict(options)
-        if isinstance(options.get("bank"), str):  # a data folder: beside the other data
-            options["bank"] = str(data_base / options["bank"])
+        for key in ("bank", "kernels"):  # a data folder or file: beside the other data
+            if isinstance(options.get(key), str):
+                options[key] = str(data_base / options[key])
         for key in ("bank_only", "bank_exclude"):  # name lists stay relative to the file, as 'only'
             if isinstance(options.get(key), str):
                 options[key] = str(base / options[key])

@@ -154,3 +154,231 @@ def verify_onnx(
             y_torch = wrapped(x).numpy()
         worst = max(worst, float(np.abs(y_onnx - y_torch).max()))
     return worst
+
+
+# ------------------------------------------------------------------------------------- routed model
+class _RouterGraph(nn.Module):
+    """The router of a routed network on [0, 1] RGB: class probabilities with the priors applied
+    (what :meth:`RoutedNetwork.decide` turns into a choice; the crop is the caller's)."""
+
+    def __init__(self, routed: nn.Module) -> None:
+        super().__init__()
+        from ramir.imagespace import normalize
+
+        self.router, self._normalize = routed.router, normalize
+        bias = [routed.class_bias.get(c, 0.0) for c in routed.classes]
+        self.register_buffer("bias", torch.tensor(bias, dtype=torch.float32))
+
+    def forward(self, x01: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.router(self._normalize(x01)) + self.bias, dim=1)
+
+
+@dataclass
+class RoutedExport:
+    manifest: Path
+    graphs: dict[str, Path]  # "router" and each expert's name -> its ONNX file
+    parity: dict[str, float] | None  # max |onnx - torch| per expert over the check images; None unchecked
+    decisions_agree: int | None  # check images whose chain matched PyTorch's
+    checked: int
+
+
+def routed_paths(out: str | Path, names: list[str]) -> tuple[Path, dict[str, Path]]:
+    """Where ``ramir export ROUTED -o d/model.onnx`` writes: ``d/model.json`` (the manifest),
+    ``d/model.router.onnx`` and ``d/model.expert-NAME.onnx``."""
+    out = Path(out)
+    stem = out.name[: -len(".onnx")] if out.name.endswith(".onnx") else out.name
+    graphs = {"router": out.with_name(f"{stem}.router.onnx")}
+    graphs.update({n: out.with_name(f"{stem}.expert-{n}.onnx") for n in names})
+    return out.with_name(f"{stem}.json"), graphs
+
+
+def export_routed(
+    network: nn.Module, out: str | Path, *, opset: int = 18, verify: bool = True, overwrite: bool = False,
+    tolerance: float = 1e-4,
+) -> RoutedExport:
+    """Write a routed network as ONNX graphs (router, every expert; dynamic sizes) and a JSON manifest of
+    its decision rules, so that :func:`run_exported` — onnxruntime and numpy alone — restores like
+    ``ramir restore``. Verified on check images of every class the router knows: the same chain of
+    experts, outputs within ``tolerance``."""
+    try:
+        import onnx
+    except ImportError:
+        raise RamirError("ONNX export needs the onnx package: pip install 'ramir[onnx]'") from None
+    names = list(network.expert_names)
+    manifest_path, graphs = routed_paths(out, names)
+    existing = [p for p in [manifest_path, *graphs.values()] if p.exists()]
+    if existing and not overwrite:
+        raise RamirError(f"{existing[0]} exists; pass --overwrite to replace it")
+    manifest_path.parent.mkdir(parents=True, exist_ok=True)
+    multiple = int(network.size_multiple)
+    written: list[Path] = []
+    try:
+        router = _RouterGraph(network).eval()
+        with atomic_path(graphs["router"], overwrite=True) as tmp, warnings.catch_warnings(), \
+                _quiet_exporter_logs():
+            warnings.simplefilter("ignore")
+            dim_h = torch.export.Dim("height", min=8, max=16384)
+            dim_w = torch.export.Dim("width", min=8, max=16384)
+            torch.onnx.export(router, (torch.rand(1, 3, 96, 160),), str(tmp), dynamo=True,
+                              opset_version=opset, input_names=["image"], output_names=["probabilities"],
+                              verbose=False, dynamic_shapes={"x01": {2: dim_h, 3: dim_w}})
+            try:
+                import onnx
+
+                onnx.save(onnx.load(str(tmp)), str(tmp))  # the weights inside the one file
+            finally:
+                _remove_sidecar(tmp)
+        written.append(graphs["router"])
+        for k, name in enumerate(names):  # each as it restores (with its guided refinement, if any)
+            export_onnx(network.expert_module(k), graphs[name], tile=multiple * 8, dynamic=True, opset=opset,
+                        verify=verify, overwrite=True)
+            written.append(graphs[name])
+        manifest = {
+            "format": "ramir-routed-onnx/1",
+            "ramir_version": __version__,
+            "input": "RGB float32 (1, 3, H, W) in [0, 1]; every graph returns the same layout",
+            "router": graphs["router"].name,
+            "router_output": "class probabilities, the priors (class_bias) already added to the logits",
+            "classes": list(network.classes),
+            "class_to_expert": [names[k] if k >= 0 else None for k in network.class_to_expert],
+            "experts": {n: graphs[n].name for n in names},
+            "class_bias": dict(network.class_bias),
+            "keep_threshold": float(network.keep_threshold),
+            "route_size": int(network.route_size),
+            "crop": "centre route_size x route_size (at most), its corner on the 8-pixel grid",
+            "size_multiple": multiple,
+            "padding": "reflect-pad the bottom/right to a multiple of size_multiple, crop back",
+            "max_steps": int(getattr(network, "max_steps", 1)),
+            "chain_threshold": float(getattr(network, "chain_threshold", 0.0)),
+            "rule": "choose the most probable class; a class whose expert is null needs keep_threshold, "
+                    "else the most probable class with an expert; apply it, route again, up to "
+                    "max_steps; stop on a null expert, an expert already applied, or (after the first) "
+                    "p < chain_threshold",
+        }
+        with atomic_path(manifest_path, overwrite=True) as tmp:
+            Path(tmp).write_text(json.dumps(manifest, indent=1) + "\n")
+        written.append(manifest_path)
+        parity = agree = None
+        checked = 0
+        if verify:
+            parity, agree, checked = _check_routed(network, manifest_path, tolerance)
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+    return RoutedExport(manifest_path, graphs, parity, agree, checked)
+
+
+def _centre_crop(x: np.ndarray, size: int) -> np.ndarray:
+    h, w = x.shape[-2:]
+    if h <= size and w <= size:
+        return x
+    ch, cw = min(h, size), min(w, size)
+    top, left = (h - ch) // 2 // 8 * 8, (w - cw) // 2 // 8 * 8
+    return x[..., top : top + ch, left : left + cw]
+
+
+def run_exported(
+    manifest: str | Path, rgb01: np.ndarray, sessions: dict | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """Restore an (H, W, 3) float32 [0, 1] image with an exported routed model, by onnxruntime and numpy
+    alone (the reference for docs/export.md's short version); returns the image and the experts applied."""
+    import onnxruntime as ort
+
+    from ramir.routing import run_chain
+
+    path = Path(manifest)
+    m = json.loads(path.read_text())
+    if sessions is None:
+        sessions = {}
+
+    def session(file: str):
+        if file not in sessions:
+            sessions[file] = ort.InferenceSession(str(path.parent / file), providers=["CPUExecutionProvider"])
+        return sessions[file]
+
+    classes, to_expert = m["classes"], m["class_to_expert"]
+
+    def route(x: np.ndarray) -> tuple[dict[str, float], str]:
+        p = session(m["router"]).run(None, {"image": _centre_crop(x, m["route_size"])})[0][0]
+        best = int(np.argmax(p))
+        if to_expert[best] is None and p[best] < m["keep_threshold"]:
+            best = int(np.argmax([q if to_expert[i] is not None else -1.0 for i, q in enumerate(p)]))
+        return {c: float(q) for c, q in zip(classes, p, strict=True)}, classes[best]
+
+    def apply(name: str, x: np.ndarray) -> np.ndarray:
+        h, w = x.shape[-2:]
+        k = m["size_multiple"]
+        xp = np.pad(x, ((0, 0), (0, 0), (0, -h % k), (0, -w % k)), mode="reflect")
+        y = session(m["experts"][name]).run(None, {"image": xp})[0][..., :h, :w]
+        return np.clip(y, 0.0, 1.0).astype(np.float32)
+
+    x = np.ascontiguousarray(rgb01.transpose(2, 0, 1)[None], dtype=np.float32)
+    y, decision = run_chain(
+        x, route=route, expert_of=lambda c: to_expert[classes.index(c)], apply=apply,
+        max_steps=m["max_steps"], threshold=m["chain_threshold"],
+    )
+    return np.ascontiguousarray(np.asarray(y)[0].transpose(1, 2, 0)), list(decision.experts)
+
+
+def _check_images(size: tuple[int, int] = (136, 200)) -> list[tuple[str, np.ndarray]]:
+    """Generated photos-like images (smooth fields with edges), clean and degraded by every family."""
+    from ramir.data.online import degrade_at_level
+
+    rng = np.random.default_rng(0)
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    base = np.stack([0.5 + 0.3 * np.sin(6 * xx + c) * np.cos(4 * yy - c) for c in range(3)], -1)
+    base += (xx[..., None] > 0.5) * 0.2 + rng.uniform(-0.05, 0.05, (h, w, 3))
+    clean = np.clip(base, 0, 1).astype(np.float32)
+    out = [("clean", clean)]
+    levels = {"noise": 25.0, "blur": 2.0, "jpeg": 20.0}
+    for kind in ("noise", "blur", "jpeg", "motion", "rain", "haze", "low_light"):
+        out.append((kind, degrade_at_level(clean, kind, levels.get(kind), 1)))
+    return out
+
+
+def _check_routed(
+    network: nn.Module, manifest: Path, tolerance: float
+) -> tuple[dict[str, float], int, int]:
+    """The exported model against PyTorch on :func:`_check_images`: same experts, outputs within tolerance
+    (each expert's error measured where it ran)."""
+    from ramir.imagespace import denormalize, normalize
+    from ramir.routing import run_chain
+
+    net = network.eval()
+    classes = list(net.classes)
+
+    def route(x: torch.Tensor) -> tuple[dict[str, float], str]:
+        with torch.inference_mode():
+            probs, chosen = net.decide(normalize(x))
+        return {c: float(p) for c, p in zip(classes, probs[0].tolist(), strict=True)}, classes[chosen[0]]
+
+    def expert_of(c: str) -> str | None:
+        k = net.class_to_expert[classes.index(c)]
+        return None if k < 0 else net.expert_names[k]
+
+    def apply(name: str, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return denormalize(net.expert_module(net.expert_names.index(name))(normalize(x))).clamp(0, 1)
+
+    sessions: dict = {}
+    worst: dict[str, float] = {}
+    agree = 0
+    images = _check_images()
+    for label, img in images:
+        x = torch.from_numpy(img).permute(2, 0, 1)[None]
+        y_t, d = run_chain(x, route=route, expert_of=expert_of, apply=apply, max_steps=net.max_steps,
+                           threshold=net.chain_threshold)
+        y_o, experts = run_exported(manifest, img, sessions)
+        if list(d.experts) != experts:
+            raise RamirError(f"exported model chose {experts or 'none'} where PyTorch chose "
+                             f"{list(d.experts) or 'none'} on the {label} check image; not trusted")
+        agree += 1
+        diff = float(np.abs(y_o - y_t[0].permute(1, 2, 0).numpy()).max())
+        for e in experts or ["(unchanged)"]:
+            worst[e] = max(worst.get(e, 0.0), diff)
+        if diff > tolerance:
+            raise RamirError(f"exported model differs from PyTorch by {diff:.2e} (> {tolerance:.0e}) on the "
+                             f"{label} check image; not trusted")
+    return worst, agree, len(images)

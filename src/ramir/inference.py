@@ -44,9 +44,10 @@ from torch import nn
 
 from ramir.archs import bytes_per_pixel, network_multiple
 from ramir.archs.descriptor import FALLBACK_BYTES_PER_PIXEL
-from ramir.devices import free_memory, resolve_device
+from ramir.devices import cpu_bf16_problem, free_memory, resolve_device
 from ramir.errors import CheckpointError, ImageError, RamirError
 from ramir.imagespace import denormalize, normalize
+from ramir.routing import Decision, Step, parse_experts, run_chain, run_forced
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 BACKENDS = ("torch", "onnxruntime")  # what a Restorer runs; load() also takes "auto"
@@ -367,10 +368,23 @@ class Restorer:
     max_memory: int = MAX_MEMORY
     # told, one line each, when a network is exported for onnxruntime (seconds, once per network)
     announce: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
+    # a routed network's chain (ramir.routing): at most max_steps experts per image; a step after the
+    # first needs the router's probability of its class to reach chain_threshold (chosen on validation)
+    # None: the routed checkpoint's own settings
+    max_steps: int | None = None
+    chain_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise RamirError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        why = cpu_bf16_problem() if self.precision == "bf16" and self.device.type == "cpu" else None
+        if why:  # said once, here, not per image: the whole run is fp32
+            note = f"--precision bf16: {why}; restoring in fp32"
+            if self.announce is not None:
+                self.announce(f"ramir: note: {note}")
+            else:
+                warnings.warn(note, stacklevel=3)
+            self.precision = "fp32"
         if self.backend not in BACKENDS:
             raise RamirError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         self.network = self.network.to(self.device).eval()
@@ -381,7 +395,8 @@ class Restorer:
         # the chosen expert, so that tiles never disagree; each expert gets its own backend
         self._experts: list[nn.Module] | None = None
         self._expert_forwards: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}
-        self.last_routes: list[str] = []
+        self.last_routes: list[str] = []  # the router's class of each image's input ("forced" if chosen)
+        self.last_decisions: list[Decision] = []  # every step of each image of the last restore
         self.export_seconds = 0.0  # time spent exporting networks for onnxruntime (first uses only)
         experts = getattr(self.network, "experts", None)
         if hasattr(self.network, "route") and isinstance(experts, nn.ModuleList):
@@ -393,6 +408,10 @@ class Restorer:
             self.device.type != "cpu" or self.precision != "fp32" or self.twin_mask
         ):
             raise RamirError("the onnxruntime backend runs on the CPU in fp32 without --twin-mask")
+        if self.max_steps is None:
+            self.max_steps = int(getattr(self.network, "max_steps", 1))
+        if self.chain_threshold is None:
+            self.chain_threshold = float(getattr(self.network, "chain_threshold", 0.0))
         self._forward: Callable[[torch.Tensor], torch.Tensor] = (
             self._backend_for(self.network) if self._experts is None else self.network
         )
@@ -413,7 +432,7 @@ class Restorer:
             assert self._experts is not None
             names = getattr(self.network, "expert_names", None)
             label = f"expert {names[k]!r}" if names else f"expert {k}"
-            self._expert_forwards[k] = self._backend_for(self._experts[k], label)
+            self._expert_forwards[k] = self._backend_for(self.network.expert_module(k), label)
         return self._expert_forwards[k]
 
     @property
@@ -421,11 +440,68 @@ class Restorer:
         """The smallest width/height accepted: 1 (smaller images are padded to the network's window)."""
         return 1
 
-    def restore_tensor(self, x01: torch.Tensor) -> torch.Tensor:
+    @property
+    def expert_names(self) -> list[str]:
+        """The experts of a routed model ([] for a plain network)."""
+        return list(getattr(self.network, "expert_names", [])) if self._experts is not None else []
+
+    def _route_one(self, x01: torch.Tensor) -> tuple[dict[str, float], str]:
+        with torch.inference_mode():
+            probs, chosen = self.network.decide(normalize(x01.to("cpu", torch.float32)).to(self.device))
+        classes = self.network.classes
+        return {c: float(p) for c, p in zip(classes, probs[0].tolist(), strict=True)}, classes[chosen[0]]
+
+    def _expert_of(self, label: str) -> str | None:
+        k = self.network.class_to_expert[self.network.classes.index(label)]
+        return None if k < 0 else self.network.expert_names[k]
+
+    def _apply_expert(self, name: str, x01: torch.Tensor) -> torch.Tensor:
+        k = self.network.expert_names.index(name)
+        return restore_tensor(
+            self._expert_forward(k), x01, tile=self.tile, overlap=self.overlap, multiple=self.multiple,
+            device=self.device, precision=self.precision, bpp=self._bpp, max_memory=self.max_memory,
+        ).clamp(0.0, 1.0)
+
+    def route(self, image: Any) -> Decision:
+        """The router's decision for ``image`` (any kind :meth:`restore` takes), without restoring: its
+        class probabilities and the expert it would apply first (none if the image looks clean). Later
+        steps of a chain depend on the restored image: :attr:`last_decisions` after :meth:`restore`."""
+        if self._experts is None:
+            raise RamirError("this model has no router: it restores every image the same way")
+        x = self._as_tensor(image)
+        probs, label = self._route_one(x[:1])
+        expert = self._expert_of(label)
+        steps = () if expert is None else (Step(expert, label, probs[label]),)
+        return Decision(steps, probs, False, "clean" if expert is None else "")
+
+    def _as_tensor(self, image: Any) -> torch.Tensor:
+        """(1, 3, H, W) float32 in [0, 1] of any image :meth:`restore` takes (colour part only)."""
+        from PIL import Image
+
+        if isinstance(image, Image.Image):
+            from ramir.imageio import from_pil
+
+            rgb = from_pil(image).rgb
+        elif isinstance(image, np.ndarray):
+            rgb, _, _ = _split_channels(image, image.ndim == 2)
+            scale = _scale_of(image.dtype)
+            rgb = rgb.astype(np.float32) / scale if scale else np.clip(rgb.astype(np.float32), 0.0, 1.0)
+        elif isinstance(image, torch.Tensor):
+            t = image if image.dim() == 4 else image[None]
+            t = t[:, :3] if t.shape[1] >= 3 else t[:, :1].expand(-1, 3, -1, -1)
+            t = t.detach().to("cpu", torch.float32)
+            return (t / 255.0 if image.dtype == torch.uint8 else t.clamp(0.0, 1.0))[:1]
+        else:
+            kind = type(image).__name__
+            raise TypeError(f"route() takes a PIL image, a numpy array or a torch tensor, not {kind}")
+        return torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
+
+    def restore_tensor(self, x01: torch.Tensor, expert: str | list[str] | None = None) -> torch.Tensor:
         """(N, 3, H, W) float in [0, 1] -> restored, CPU float32.
 
         An image smaller than the network's window (its size multiple) is padded to it by edge
-        replication, restored and cropped back: every image comes back restored.
+        replication, restored and cropped back: every image comes back restored. ``expert`` (a routed
+        model only): names to apply in order instead of the router's chain (``"jpeg,noise"``, ``"none"``).
         """
         h, w = x01.shape[-2:]
         if min(h, w) < 1:
@@ -434,69 +510,73 @@ class Restorer:
             padded = torch.nn.functional.pad(
                 x01.float(), (0, max(0, self.multiple - w), 0, max(0, self.multiple - h)), mode="replicate"
             )
-            return self.restore_tensor(padded)[..., :h, :w]
+            return self.restore_tensor(padded, expert)[..., :h, :w]
         if self._experts is None:
+            if expert is not None:
+                raise RamirError("--expert needs a routed model (like the default one); this has no experts")
             return restore_tensor(
                 self._forward, x01, tile=self.tile, overlap=self.overlap, multiple=self.multiple,
                 device=self.device, precision=self.precision, bpp=self._bpp, max_memory=self.max_memory,
             )
-        outs, self.last_routes = [], []
+        forced = parse_experts(expert, self.network.expert_names) if expert is not None else None
+        outs, self.last_routes, self.last_decisions = [], [], []
         for i in range(x01.shape[0]):
             xi = x01[i : i + 1].detach().to("cpu", torch.float32)
-            with torch.inference_mode():
-                x_norm = normalize(xi).to(self.device)
-                c = self.network.route_classes(x_norm)[0]
-            k = self.network.class_to_expert[c]
-            self.last_routes.append(self.network.classes[c])
-            if k < 0:
-                outs.append(xi.clone())
-                continue
-            outs.append(restore_tensor(
-                self._expert_forward(k), xi, tile=self.tile, overlap=self.overlap, multiple=self.multiple,
-                device=self.device, precision=self.precision, bpp=self._bpp, max_memory=self.max_memory,
-            ))
+            if forced is not None:
+                y, decision = run_forced(xi, forced, self._apply_expert)
+            else:
+                y, decision = run_chain(
+                    xi, route=self._route_one, expert_of=self._expert_of, apply=self._apply_expert,
+                    max_steps=self.max_steps, threshold=self.chain_threshold,
+                )
+            self.last_decisions.append(decision)
+            first = decision.steps[0].label if decision.steps and not forced else None
+            self.last_routes.append("forced" if forced is not None else first or "clean")
+            outs.append(y if decision.steps else xi.clone())
         return torch.cat(outs, dim=0)
 
-    def restore_rgb(self, rgb: np.ndarray) -> np.ndarray:
+    def restore_rgb(self, rgb: np.ndarray, expert: str | list[str] | None = None) -> np.ndarray:
         """(H, W, 3) float32 in [0, 1] -> restored (H, W, 3) float32 (no copy of the result)."""
         x = torch.from_numpy(np.asarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
-        y = self.restore_tensor(x)[0].permute(1, 2, 0)
+        y = self.restore_tensor(x, expert)[0].permute(1, 2, 0)
         return y.numpy() if y.is_contiguous() else np.ascontiguousarray(y.numpy())
 
-    def restore(self, image: Any) -> Any:
+    def restore(self, image: Any, expert: str | list[str] | None = None) -> Any:
         """Restore a PIL image, a numpy array (HW/HWC; uint8, uint16 or float in [0, 1]) or a torch tensor
         (CHW/NCHW in [0, 1], or uint8) and return the same kind, shape, dtype and mode.
 
-        Grey images are restored as RGB and converted back; alpha is kept untouched.
+        Grey images are restored as RGB and converted back; alpha is kept untouched. ``expert`` (routed
+        models): force the restoration(s), e.g. ``"noise"``, ``"jpeg,noise"`` or ``"none"``, instead of
+        the router's choice; what was done is in :attr:`last_decisions`.
         """
         from PIL import Image
 
         if isinstance(image, Image.Image):
-            return self._restore_pil(image)
+            return self._restore_pil(image, expert)
         if isinstance(image, np.ndarray):
-            return self._restore_numpy(image)
+            return self._restore_numpy(image, expert)
         if isinstance(image, torch.Tensor):
-            return self._restore_torch(image)
+            return self._restore_torch(image, expert)
         kind = type(image).__name__
         raise TypeError(f"restore() takes a PIL image, a numpy array or a torch tensor, not {kind}")
 
-    def _restore_pil(self, image: Any) -> Any:
+    def _restore_pil(self, image: Any, expert: str | list[str] | None = None) -> Any:
         from ramir.imageio import from_pil, to_pil
 
         loaded = from_pil(image)
-        restored = to_pil(self.restore_rgb(loaded.rgb), loaded, keep_palette=True)
+        restored = to_pil(self.restore_rgb(loaded.rgb, expert), loaded, keep_palette=True)
         if loaded.icc_profile:
             restored.info["icc_profile"] = loaded.icc_profile
         return restored
 
-    def _restore_numpy(self, image: np.ndarray) -> np.ndarray:
+    def _restore_numpy(self, image: np.ndarray, expert: str | list[str] | None = None) -> np.ndarray:
         rgb, alpha, grey = _split_channels(image, image.ndim == 2)
         scale = _scale_of(image.dtype)
         x = rgb.astype(np.float32) / scale if scale else np.clip(rgb.astype(np.float32), 0.0, 1.0)
-        y = self.restore_rgb(x)
+        y = self.restore_rgb(x, expert)
         return _join_channels(y, alpha, grey, image, scale)
 
-    def _restore_torch(self, image: torch.Tensor) -> torch.Tensor:
+    def _restore_torch(self, image: torch.Tensor, expert: str | list[str] | None = None) -> torch.Tensor:
         if image.dim() not in (3, 4):
             raise ImageError(f"expected a CHW or NCHW tensor, got shape {tuple(image.shape)}")
         batch = image if image.dim() == 4 else image[None]
@@ -509,7 +589,7 @@ class Restorer:
         colour = batch[:, :3] if c >= 3 else batch[:, :1].expand(-1, 3, -1, -1)
         x = colour.detach().to("cpu", torch.float32)
         x = x / scale if scale else x.clamp(0.0, 1.0)
-        y = self.restore_tensor(x)
+        y = self.restore_tensor(x, expert)
         if c < 3:
             luma = torch.tensor(_LUMA, dtype=torch.float32).view(1, 3, 1, 1)
             y = (y * luma).sum(1, keepdim=True)

@@ -48,6 +48,7 @@ def network_fingerprint(network: nn.Module) -> str:
     header = {
         "arch": spec.arch if spec else type(network).__name__,
         "config": spec.kwargs if spec else None,
+        "settings": getattr(network, "graph_settings", None),  # e.g. a GuidedRefine's radius and eps
         "torch": torch.__version__,
         "ramir": __version__,
     }

@@ -88,6 +88,55 @@ class DegradationRouter(nn.Module):
         return self.head(torch.cat([_stats(x), _stats(f0), _stats(f1), blockiness(x)], dim=1))
 
 
+def _box(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over a (2r+1)^2 window, separable; at the borders over the pixels inside the image."""
+    k = 2 * radius + 1
+    x = nn.functional.avg_pool2d(x, (1, k), stride=1, padding=(0, radius), count_include_pad=False)
+    return nn.functional.avg_pool2d(x, (k, 1), stride=1, padding=(radius, 0), count_include_pad=False)
+
+
+def guided_filter(guide: torch.Tensor, target: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
+    """He et al.'s guided filter: ``target`` re-expressed, per window, as an affine function of ``guide``
+    (N, 1, H, W) — what is affine in the input (a tone curve, dehazing with a smooth transmission) is
+    kept, what is not (a grid the network printed over a flat sky) is removed."""
+    mean_i, mean_p = _box(guide, radius), _box(target, radius)
+    cov = _box(guide * target, radius) - mean_i * mean_p
+    var = _box(guide * guide, radius) - mean_i * mean_i
+    a = cov / (var + eps)
+    b = mean_p - a * mean_i
+    return _box(a, radius) * guide + _box(b, radius)
+
+
+class GuidedRefine(nn.Module):
+    """An expert whose output is passed through :func:`guided_filter` guided by its input's luma.
+
+    Why: the tone expert (haze, low light) raises contrast a lot, and with it the faint 8x8 blocks of
+    the JPEG photos it was trained on: a grid over skies (validation haze: lattice energy 12.7x the
+    clean photos'). Dehazing and brightening are locally affine in the input, the grid is not; the
+    filter removes it and gains PSNR (benchmarks/artefacts.py, docs/default-model.md). It has no
+    weights: the checkpoint records only ``refine`` settings."""
+
+    def __init__(self, expert: nn.Module, radius: int, eps: float) -> None:
+        super().__init__()
+        self.expert, self.radius, self.eps = expert, int(radius), float(eps)
+        self.size_multiple = int(getattr(expert, "size_multiple", 1))
+        self.graph_settings = {"guided_refine": [self.radius, self.eps]}  # told to the ONNX cache key
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from ramir.imagespace import denormalize, normalize
+
+        # reflect-pad to the expert's multiple first (as the onnxruntime runner does before calling a
+        # graph), so the filter sees the same border whichever backend runs it
+        h, w = x.shape[-2:]
+        m = self.size_multiple
+        if h % m or w % m:
+            x = nn.functional.pad(x, (0, -w % m, 0, -h % m), mode="reflect")
+        x01 = denormalize(x)
+        y01 = denormalize(self.expert(x))
+        luma = (0.299 * x01[:, :1] + 0.587 * x01[:, 1:2] + 0.114 * x01[:, 2:3])
+        return normalize(guided_filter(luma, y01, self.radius, self.eps))[..., :h, :w]
+
+
 def centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     """The centre ``size`` x ``size`` (at most), its corner on the 8-pixel grid (JPEG's blocks stay whole)."""
     h, w = x.shape[-2:]
@@ -113,6 +162,9 @@ class RoutedNetwork(nn.Module):
         route_size: int = 512,
         keep_threshold: float = 0.0,
         class_bias: Mapping[str, float] | None = None,
+        max_steps: int = 1,
+        chain_threshold: float = 0.0,
+        refine: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         super().__init__()
         from ramir.archs import build_network
@@ -133,6 +185,17 @@ class RoutedNetwork(nn.Module):
         if unknown:
             raise ValueError(f"class_bias names {unknown[0]!r}, not a class ({', '.join(self.classes)})")
         self.class_bias = {str(k): float(v) for k, v in (class_bias or {}).items()}
+        if int(max_steps) < 1:
+            raise ValueError(f"max_steps must be at least 1, got {max_steps}")
+        # the chain (ramir.routing): experts per image at most, and the router probability a step after
+        # the first needs; recorded in the checkpoint like the priors, chosen on validation
+        self.max_steps = int(max_steps)
+        self.chain_threshold = float(chain_threshold)
+        # expert name -> (radius, eps) of a GuidedRefine after it (no weights; settings in the checkpoint)
+        unknown = sorted(set(refine or {}) - set(experts))
+        if unknown:
+            raise ValueError(f"refine names {unknown[0]!r}, not an expert ({', '.join(experts)})")
+        self.refine = {str(k): (int(v[0]), float(v[1])) for k, v in (refine or {}).items()}
         self.router = DegradationRouter(len(self.classes), router_width)
         self.experts = nn.ModuleList(build_network(expert_arch, **dict(expert_kwargs or {})) for _ in experts)
         multiples = {int(getattr(e, "size_multiple", 1)) for e in self.experts}
@@ -154,6 +217,11 @@ class RoutedNetwork(nn.Module):
         probable class with an expert wins. Why: sending a degraded photo to "leave it" loses all of its
         restoration, while an expert given a clean photo changes it little (each keeps clean validation
         photos at 40-56 dB), so doubt should favour restoring. The threshold is chosen on validation."""
+        return self.decide(x)[1]
+
+    def decide(self, x: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+        """The class probabilities (N, classes), float32, and the class chosen for each image
+        (:meth:`route_classes`' rule)."""
         probs = torch.softmax(self.route_logits(x).float(), dim=1)
         keep = torch.tensor([e < 0 for e in self.class_to_expert], device=probs.device)
         best = probs.argmax(1)
@@ -161,7 +229,7 @@ class RoutedNetwork(nn.Module):
             restoring = probs.masked_fill(keep, -1.0).argmax(1)
             unsure = keep[best] & (probs.gather(1, best[:, None])[:, 0] < self.keep_threshold)
             best = torch.where(unsure, restoring, best)
-        return best.tolist()
+        return probs, best.tolist()
 
     def route(self, x: torch.Tensor) -> list[int]:
         """The expert index of each image (-1: leave it unchanged)."""
@@ -171,11 +239,19 @@ class RoutedNetwork(nn.Module):
         """The router's class name of each image (what ``ramir restore`` reports)."""
         return [self.classes[c] for c in self.route_classes(x)]
 
+    def expert_module(self, k: int) -> nn.Module:
+        """Expert ``k`` as it restores: wrapped in its :class:`GuidedRefine` when ``refine`` names it."""
+        name = self.expert_names[k]
+        if name in self.refine:
+            radius, eps = self.refine[name]
+            return GuidedRefine(self.experts[k], radius, eps)
+        return self.experts[k]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = []
         for i, k in enumerate(self.route(x)):
             xi = x[i : i + 1]
-            outs.append(xi.clone() if k < 0 else self.experts[k](xi))
+            outs.append(xi.clone() if k < 0 else self.expert_module(k)(xi))
         return torch.cat(outs, dim=0)
 
 

@@ -1,4 +1,4 @@
-"""``ramir demo``: restore bundled photos degraded seven ways with the embedded default model."""
+"""``ramir demo``: restore bundled photos degraded seven ways (and two at once) with the default model."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from ramir.fileio import atomic_write_bytes
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="degrade bundled photos 7 ways and restore them (before/after pictures)",
-        description="Degrade scikit-image's bundled photos with each of the seven degradations "
+        help="degrade bundled photos 7 ways and 2 composites, restore them (before/after pictures)",
+        description="Degrade scikit-image's bundled photos with each of the seven degradations (and two "
+        "composites: a noisy JPEG, a hazy noisy photo) "
         "(fixed seeds) and restore them; writes inputs, restorations, before|after pictures "
         "and a PSNR table (reference protocol: RGB uint8, crop 4) to OUT.",
     )

@@ -35,12 +35,35 @@ def _human(info: dict) -> list[str]:
         ("EMA", "yes (loaded by default)" if info["has_ema"] else "no"),
         ("size", f"{info['size_bytes'] / 2**20:.2f} MiB"),
     ]
+    lines += _routing(info)
     if info["dropped_keys"]:
         lines.append(("dropped", ", ".join(info["dropped_keys"])))
     for key, value in info["metadata"].items():
         lines.append((f"meta.{key}", value if isinstance(value, str) else json.dumps(value)))
     width = max(len(k) for k, _ in lines)
     return [f"{k + ':':<{width + 1}} {v}" for k, v in lines]
+
+
+def _routing(info: dict) -> list[tuple[str, str]]:
+    """A routed checkpoint's decision rules, in the words ``ramir restore -v`` uses."""
+    cfg = info["config"] or {}
+    if "classes" not in cfg or "class_to_expert" not in cfg:  # not a routed checkpoint
+        return []
+    experts, mapping = cfg.get("experts", []), cfg.get("class_to_expert", [])
+    routes = ", ".join(
+        f"{c} -> {experts[k] if k >= 0 else 'left unchanged'}" for c, k in zip(cfg["classes"], mapping)
+    )
+    bias = cfg.get("class_bias") or {}
+    return [
+        ("classes", ", ".join(cfg["classes"])),
+        ("experts", ", ".join(experts) + "  (ramir restore --expert NAME[,NAME] | none)"),
+        ("routes", routes),
+        ("priors", ", ".join(f"{k} {v:+g}" for k, v in bias.items() if v) or "none"),
+        ("keep threshold", f"{cfg.get('keep_threshold', 0.0):g} (the clean class needs this probability)"),
+        ("chain", f"at most {cfg.get('max_steps', 1)} step(s); a later step needs p >= "
+                  f"{cfg.get('chain_threshold', 0.0):g}"),
+        ("router crop", f"{cfg.get('route_size', 512)} px (centre)"),
+    ]
 
 
 def run(args: argparse.Namespace) -> int:

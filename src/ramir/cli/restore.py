@@ -106,6 +106,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pixels", type=_parse_pixels, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help=f"refuse larger images (default {DEFAULT_MAX_PIXELS // 1_000_000}M)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="say per file what was done: the restoration(s) in order with the router's "
+                   "confidence, or that the photo was left unchanged")
+    p.add_argument("--expert", default=None, metavar="NAME[,NAME...]|none",
+                   help="routed models (the default one): skip the router and apply these restorations in "
+                   "order (e.g. noise, jpeg,noise), or none; names: ramir info MODEL")
+    p.add_argument("--max-steps", type=int, default=None, metavar="K",
+                   help="routed models: at most K restorations per photo, each chosen again on the result "
+                   "(default: the model's own, 2 for the default model); 1 = one expert per photo")
     p.set_defaults(func=run)
 
 
@@ -230,6 +239,18 @@ def run(args: argparse.Namespace) -> int:
         os.environ["RAMIR_DINOV2"] = args.dino  # read where an RFR network loads its backbone
     start = time.perf_counter()  # the summary counts loading and any one-time ONNX export
     restorer = _load_restorer(args)
+    names = list(getattr(restorer, "expert_names", []))
+    if args.expert is not None:
+        if not names:
+            raise RamirError("--expert needs a routed model (like the default one); this one has none")
+        from ramir.routing import parse_experts
+
+        parse_experts(args.expert, names)  # an unknown name: one line before any file is read
+    if args.max_steps is not None:
+        if args.max_steps < 1:
+            raise RamirError(f"--max-steps must be at least 1, got {args.max_steps}")
+        restorer.max_steps = args.max_steps
+    done: dict[str, int] = {}
     outdir = Path(args.output if args.output is not None else DEFAULT_OUTDIR).expanduser()
     if outdir.exists() and not outdir.is_dir():
         raise RamirError(f"-o {outdir}: is a file; -o names the output folder (e.g. -o restored/)")
@@ -263,7 +284,8 @@ def run(args: argparse.Namespace) -> int:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 loaded = read_image(job.source, max_pixels=args.max_pixels)
-                result = restorer.restore_rgb(loaded.rgb)
+                result = restorer.restore_rgb(loaded.rgb, args.expert) if names else restorer.restore_rgb(
+                    loaded.rgb)
                 write_image(out, result, like=loaded, overwrite=args.overwrite)
                 if args.compare:
                     write_compare(compare_path(out), loaded.rgb, result, overwrite=args.overwrite)
@@ -272,6 +294,11 @@ def run(args: argparse.Namespace) -> int:
             for w in caught:  # precision fallbacks, out-of-memory retries: one line each, no source lines
                 _say(f"ramir: warning: {job.source}: {w.message}")
             restored += 1
+            decisions = getattr(restorer, "last_decisions", [])
+            if names and decisions:
+                done[decisions[0].summary] = done.get(decisions[0].summary, 0) + 1
+                if args.verbose:
+                    _say(f"ramir: {job.source}: {decisions[0].describe()}")
         except KeyboardInterrupt:
             raise
         except Exception as exc:
@@ -284,6 +311,9 @@ def run(args: argparse.Namespace) -> int:
     export = getattr(restorer, "export_seconds", 0.0)
     note = f" (of which {export:.1f} s exporting to ONNX, once)" if export >= 0.05 else ""
     print(f"restored {restored}, skipped {skipped}, failed {failed} in {elapsed:.1f} s{note}")
+    if done:
+        counts = sorted(done.items(), key=lambda kv: -kv[1])
+        print("restorations: " + ", ".join(f"{k} {v}" for k, v in counts))
     return 1 if failed else 0
 
 

@@ -76,6 +76,75 @@ def trajectory_kernel(
     return normalize_kernel(kernel)
 
 
+def generalized_gaussian_kernel(
+    sigma_x: float, sigma_y: float, angle_deg: float = 0.0, beta: float = 2.0, size: int | None = None
+) -> np.ndarray:
+    """An oriented (anisotropic) blur ``exp(-(r^T S^-1 r)^(beta/2))``: ``beta`` 2 is a Gaussian, below 2
+    a heavy-tailed kernel, above 2 a plateau (the generalised shapes of Real-ESRGAN's blur model)."""
+    s_max = max(sigma_x, sigma_y, 0.2)
+    half = math.ceil(3.5 * s_max) if size is None else size // 2
+    yy, xx = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float64)
+    t = math.radians(angle_deg)
+    u = math.cos(t) * xx + math.sin(t) * yy
+    v = -math.sin(t) * xx + math.cos(t) * yy
+    q = (u / max(sigma_x, 1e-3)) ** 2 + (v / max(sigma_y, 1e-3)) ** 2
+    return normalize_kernel(np.exp(-0.5 * q ** (beta / 2.0)))
+
+
+def defocus_kernel(radius: float) -> np.ndarray:
+    """A uniform disc of ``radius`` px with anti-aliased rim (out-of-focus blur of a circular aperture)."""
+    half = math.ceil(radius) + 1
+    yy, xx = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float64)
+    r = np.hypot(xx, yy)
+    return normalize_kernel(np.clip(radius + 0.5 - r, 0.0, 1.0))
+
+
+def shake_trajectory_kernel(
+    rng: np.random.Generator,
+    max_length: float = 30.0,
+    exposure: float = 1.0,
+    *,
+    steps: int = 2000,
+) -> np.ndarray:
+    """Camera shake after the trajectory model of Boracchi & Foi (2012), a second model unlike
+    :func:`trajectory_kernel`: a unit-speed path whose direction takes Gaussian jitter, a centripetal
+    pull back towards the start, and rare abrupt reversals (their ``anxiety``, ``centripetal``,
+    ``gaussian_shake``, ``prob_big_shake`` drawn at random); the kernel integrates the first
+    ``exposure`` fraction of the path.
+    """
+    anxiety = 0.1 * rng.random()
+    centripetal = 0.7 * rng.random()
+    big_shake = 0.2 * rng.random()
+    gaussian_shake = 10.0 * rng.random()
+    theta = 2 * math.pi * rng.random()
+    speed = float(max_length) / (steps - 1)
+    v0 = complex(math.cos(theta), math.sin(theta))
+    v = v0 * (anxiety if anxiety > 0 else speed)
+    pos = np.zeros(steps, dtype=np.complex128)
+    u = rng.random(steps)
+    turn = rng.random(steps)
+    jitter = rng.normal(size=(steps, 2))
+    for t in range(steps - 1):
+        kick = 2 * v * np.exp(1j * (math.pi + (turn[t] - 0.5))) if u[t] < big_shake * anxiety else 0.0
+        dv = kick + anxiety * (gaussian_shake * complex(*jitter[t]) - centripetal * pos[t]) * speed
+        v = v + dv
+        v = v / max(abs(v), 1e-12) * speed
+        pos[t + 1] = pos[t] + v
+    n = max(2, round(float(np.clip(exposure, 0.01, 1.0)) * steps))
+    path = np.stack([pos[:n].real, pos[:n].imag], axis=1)
+    path -= (path.max(axis=0) + path.min(axis=0)) / 2
+    half = math.ceil(np.abs(path).max()) + 1
+    size = 2 * half + 1
+    xy = path + half
+    x0, y0 = np.floor(xy[:, 0]).astype(int), np.floor(xy[:, 1]).astype(int)
+    fx, fy = xy[:, 0] - x0, xy[:, 1] - y0
+    kernel = np.zeros((size, size), dtype=np.float64)
+    corners = ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy))
+    for dx, dy, w in corners:
+        np.add.at(kernel, (y0 + dy, x0 + dx), w)
+    return normalize_kernel(kernel)
+
+
 def augment_kernel(kernel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One of the 8 rotations/flips of ``kernel``: 8 real Levin kernels become 64."""
     k = np.rot90(kernel, int(rng.integers(4)))

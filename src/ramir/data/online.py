@@ -18,6 +18,7 @@ import numpy as np
 from ramir.data import degradations as deg
 from ramir.data import streaks
 from ramir.data import synthetic as syn
+from ramir.data import variants as var
 from ramir.data.kernels import load_levin_kernels
 from ramir.errors import ConfigError, reject_unknown_keys
 
@@ -88,6 +89,30 @@ DEGRADATIONS: dict[str, DegradationKind] = {
     "low_light": _synthetic(syn.random_low_light, "synthetic low light, LEVEL = exposure (", "exposure"),
     "motion": _synthetic(syn.random_motion_blur, "synthetic camera-shake blur, LEVEL = path length in px (",
                          "length"),
+    # variants of the families (ramir.data.variants): broader training, and the unseen-variant split
+    "aniso_blur": _synthetic(var.random_aniso_blur, "oriented Gaussian blur, LEVEL = major sigma (", "sigma"),
+    "defocus": _synthetic(var.random_defocus, "out-of-focus disc blur, LEVEL = radius in px (", "radius"),
+    "gg_blur": _synthetic(var.random_gg_blur, "generalised-Gaussian (plateau) blur, LEVEL = sigma (",
+                          "sigma"),
+    "shake": _synthetic(var.random_shake, "camera shake of the Boracchi-Foi trajectory model, LEVEL = "
+                        "path length in px (", "length"),
+    "linear_motion": _synthetic(var.random_linear_motion, "straight uniform motion blur, LEVEL = length "
+                                "in px (", "length"),
+    "poisson_gaussian": _synthetic(var.random_poisson_gaussian, "signal-dependent sensor noise, LEVEL = "
+                                   "shot std at full scale (", "shot"),
+    "correlated_noise": _synthetic(var.random_correlated_noise, "channel-correlated Gaussian noise, LEVEL = "
+                                   "sigma on 0-255 (", "sigma"),
+    "spatial_noise": _synthetic(var.random_spatial_noise, "spatially correlated (grainy) noise, LEVEL = "
+                                "sigma on 0-255 (", "sigma"),
+    "camera_noise": _synthetic(var.random_camera_noise, "sensor noise through an in-camera pipeline "
+                               "(mosaic, demosaic, gamma, JPEG), LEVEL = shot std (", "shot"),
+    "jpeg_variant": _synthetic(var.random_jpeg_variant, "JPEG with chroma subsampling and double "
+                               "compression, LEVEL = quality (", "quality"),
+    "colour_haze": _synthetic(var.random_colour_haze, "haze with coloured airlight, LEVEL = beta (", "beta"),
+    "cast_low_light": _synthetic(var.random_cast_low_light, "low light under a coloured illuminant, "
+                                 "LEVEL = exposure (", "exposure"),
+    "chain": DegradationKind(
+        lambda img, rng, **_: img, "several degradations in a row (steps: [spec, ...], shuffle: 0|1)"),
     "poisson": DegradationKind(
         random_poisson, "out of distribution: Poisson shot noise, LEVEL = strength (1 = one photon "
         "per level)"),
@@ -156,6 +181,55 @@ class Degradation:
         return self.source or self.kind
 
 
+@dataclass(frozen=True)
+class Chain:
+    """``chain(img, rng)``: several degradations applied one after the other (a photo blurred, then noisy,
+    then saved as JPEG). ``shuffle`` is the probability of a random order and ``drop`` that of skipping
+    each step (at least one is kept): with both, the "high-order" random composites of Real-ESRGAN/BSRGAN."""
+
+    steps: tuple[Degradation | Chain, ...]
+    shuffle: float = 0.0
+    drop: float = 0.0
+    source: str = ""
+    kind: str = "chain"
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"steps": self.steps, "shuffle": self.shuffle, "drop": self.drop}
+
+    def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        order = list(range(len(self.steps)))
+        if self.shuffle > 0 and rng.random() < self.shuffle:
+            order = [int(i) for i in rng.permutation(len(order))]
+        if self.drop > 0:
+            keep = [i for i in order if rng.random() >= self.drop]
+            order = keep or [order[int(rng.integers(len(order)))]]
+        out = np.asarray(img, dtype=np.float32)
+        for i in order:
+            out = np.clip(self.steps[i](out, rng), 0.0, 1.0).astype(np.float32, copy=False)
+        return out
+
+    def __str__(self) -> str:
+        return self.source or "chain"
+
+
+def _build_chain(spec: dict, base_dir: str | Path | None, load: bool) -> Chain:
+    reject_unknown_keys({k: v for k, v in spec.items() if k != "kind"}, {"steps", "shuffle", "drop"},
+                        "degradation 'chain'")
+    steps = spec.get("steps")
+    if not isinstance(steps, list | tuple) or not steps:
+        raise ConfigError("degradation 'chain' needs 'steps: [spec, ...]' (at least one degradation)")
+    built = tuple(build_degradation(step, base_dir=base_dir, load=load) for step in steps)
+    probs = {}
+    for key in ("shuffle", "drop"):
+        value = spec.get(key, 0.0)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise ConfigError(f"degradation chain.{key}: expected a probability in [0, 1], got {value!r}")
+        probs[key] = float(value)
+    text = " -> ".join(str(b) for b in built)
+    return Chain(built, probs["shuffle"], probs["drop"], f"chain({text})")
+
+
 PATH_KEYS = ("kernels", "bank", "bank_only", "bank_exclude")  # recipe keys that name files
 
 
@@ -174,11 +248,12 @@ def resolve_paths(spec: dict, base_dir: str | Path | None) -> dict:
 
 def build_degradation(
     spec: dict | str | None, *, base_dir: str | Path | None = None, load: bool = True
-) -> Degradation:
+) -> Degradation | Chain:
     """Parse a recipe's ``degradation:`` entry (a mapping with ``kind``, or just the kind's name).
 
     ``preset: paper|reference`` (noise, blur, jpeg) picks the paper's or the reference code's ranges;
     ``kernels: PATH`` (motion) loads real kernels from a MATLAB file, relative to ``base_dir``;
+    ``kind: chain`` takes ``steps`` (a list of such entries) and applies them in turn (:class:`Chain`);
     ``bank: FOLDER`` (rain_transfer) a paired rain folder whose streaks are drawn, with optional
     ``bank_only`` / ``bank_exclude`` name lists (``load=False`` only validates the spec and leaves the
     paths unread).
@@ -192,6 +267,8 @@ def build_degradation(
             f"a degradation needs a 'kind' (one of {', '.join(DEGRADATIONS)}), got {spec!r}"
         )
     kind = canonical_kind(spec["kind"])
+    if kind == "chain":
+        return _build_chain(spec, base_dir, load)  # type: ignore[return-value]
     options = _options(kind)
     allowed = set(options) | ({"preset"} if kind in deg.PRESETS["paper"] else set())
     if kind == "rain_transfer":
@@ -242,4 +319,4 @@ def build_degradation(
 
 def degradation_options() -> dict[str, dict[str, Any]]:
     """Every kind with its settable keys and default ranges (for the docs and ``--help``)."""
-    return {k: _options(k) for k in DEGRADATIONS}
+    return {k: _options(k) for k in DEGRADATIONS if k != "chain"}

@@ -205,13 +205,19 @@ def random_motion_blur(
     *,
     length: Range = (5.0, 25.0),
     kernels: Sequence[np.ndarray] | None = None,
+    inertia: Range = 0.7,
+    shake: Range = 0.6,
 ) -> np.ndarray:
     """Blur with a random camera-shake kernel of path ``length`` px, or, if ``kernels`` is given,
-    with one of them picked at random and randomly rotated/flipped (e.g. the 8 Levin kernels)."""
+    with one of them picked at random and randomly rotated/flipped (e.g. the 8 Levin kernels). ``inertia``
+    and ``shake`` shape the random path (straighter or more erratic; see ``trajectory_kernel``)."""
     if kernels:
         kernel = augment_kernel(kernels[int(rng.integers(len(kernels)))], rng)
     else:
-        kernel = trajectory_kernel(rng, sample_range(length, rng))
+        path_length = sample_range(length, rng)
+        kernel = trajectory_kernel(
+            rng, path_length, inertia=sample_range(inertia, rng), shake=sample_range(shake, rng)
+        )
     return np.clip(apply_kernel(img, kernel), 0, 1)
 
 

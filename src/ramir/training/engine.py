@@ -41,6 +41,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ramir.devices import cpu_bf16_problem
 from ramir.errors import CheckpointError, ConfigError, DataError
 from ramir.fileio import atomic_path
 from ramir.imagespace import denormalize, normalize
@@ -256,8 +257,9 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         self.amp = cfg.amp
         if self.amp != "none" and self.device.type != "cuda":
-            warnings.warn(f"train.amp={self.amp} needs a GPU; training in float32 on {self.device}",
-                          stacklevel=2)
+            why = cpu_bf16_problem() if self.amp == "bf16" and self.device.type == "cpu" else None
+            warnings.warn(f"train.amp={self.amp}: {why or 'needs a GPU'}; training in float32 on "
+                          f"{self.device}", stacklevel=2)
             self.amp = "none"
         self.output_dir = Path(output_dir) if output_dir is not None else recipe.resolved_output_dir()
         self.progress = progress

@@ -112,18 +112,44 @@ class RestoreService:
             headers={"Retry-After": str(retry)},
         )
 
-    def restore_png(self, data: bytes) -> bytes:
+    @property
+    def experts(self) -> list[str]:
+        """The restorations a user may choose (a routed model's experts; [] for a plain network)."""
+        return list(getattr(self.restorer, "expert_names", []) or [])
+
+    def restore_png(self, data: bytes, expert: str | None = None) -> bytes:
         """Encoded image bytes in, restored PNG bytes out: same size, and the upload's alpha, grey mode
         and ICC profile kept, as ``ramir restore`` keeps them (:mod:`ramir.imageio`)."""
+        return self.restore_explained(data, expert)[0]
+
+    def restore_explained(self, data: bytes, expert: str | None = None) -> tuple[bytes, dict[str, str]]:
+        """:meth:`restore_png` and what was done: ``{"applied": "noise (p 0.93)", "experts": "noise"}``
+        (empty for a plain network). ``expert`` forces the restoration(s) of a routed model."""
         loaded = decode_upload(data, self.max_pixels)
+        if expert is not None and not self.experts:
+            raise UploadError(HTTPStatus.BAD_REQUEST, "this model has no experts to choose from")
+        if expert is not None:
+            from ramir.routing import parse_experts
+
+            try:
+                parse_experts(expert, self.experts)
+            except RamirError as exc:
+                raise UploadError(HTTPStatus.BAD_REQUEST, str(exc)) from None
         with self.lock:
             started = time.perf_counter()
-            out = self.restorer.restore(loaded.rgb)
+            if expert is None:
+                out = self.restorer.restore(loaded.rgb)
+            else:
+                out = self.restorer.restore(loaded.rgb, expert=expert)  # type: ignore[call-arg]
             self.seconds_per_restore = 0.7 * self.seconds_per_restore + 0.3 * (time.perf_counter() - started)
+            decisions = list(getattr(self.restorer, "last_decisions", []) or []) if self.experts else []
         out = np.asarray(out)
         if out.shape != loaded.rgb.shape:
             raise RuntimeError(f"restorer returned shape {out.shape} for input {loaded.rgb.shape}")
-        return encode_png(out, loaded)
+        told = {}
+        if decisions:
+            told = {"applied": decisions[0].describe(), "experts": ",".join(decisions[0].experts)}
+        return encode_png(out, loaded), told
 
 
 def decode_upload(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
@@ -277,6 +303,7 @@ def create_app(
                     "max_upload_bytes": service.max_upload_bytes,
                     "max_pixels": service.max_pixels,
                     "max_queue": service.max_queue,
+                    "experts": service.experts,
                 }
                 return self._send(HTTPStatus.OK, _json(info), "application/json")
             self._error(HTTPStatus.NOT_FOUND, f"no such page: {path}")
@@ -296,6 +323,9 @@ def create_app(
         def do_POST(self) -> None:
             if self.path.split("?", 1)[0] != "/api/restore":
                 return self._error(HTTPStatus.NOT_FOUND, f"no such endpoint: {self.path}")
+            from urllib.parse import parse_qs, urlsplit
+
+            chosen = parse_qs(urlsplit(self.path).query).get("expert", [None])[0] or None
             # A vanished client (ConnectionError, TimeoutError) is not caught here: it ends the request
             # and reaches the server's handle_error, which drops it without a traceback.
             try:
@@ -307,7 +337,7 @@ def create_app(
                 return self._error(exc.status, exc.message, exc.headers)
             try:
                 started = time.perf_counter()
-                png = service.restore_png(data)
+                png, told = service.restore_explained(data, chosen)
                 elapsed = time.perf_counter() - started
             except RamirError as exc:  # e.g. an image smaller than the network's window
                 return self._error(HTTPStatus.BAD_REQUEST, str(exc))
@@ -319,7 +349,10 @@ def create_app(
             finally:
                 del data  # the upload's memory goes before a slow client reads the answer
                 service.release()
-            self._send(HTTPStatus.OK, png, "image/png", {"X-Restore-Seconds": f"{elapsed:.3f}"})
+            extra = {"X-Restore-Seconds": f"{elapsed:.3f}"}
+            if told:  # ASCII by construction: expert names, digits, arrows written as ->
+                extra |= {"X-Ramir-Applied": told["applied"], "X-Ramir-Experts": told["experts"]}
+            self._send(HTTPStatus.OK, png, "image/png", extra)
 
         def _read_upload(self) -> bytes:
             length_header = self.headers.get("Content-Length")

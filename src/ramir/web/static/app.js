@@ -4,6 +4,8 @@
 const $ = (id) => document.getElementById(id);
 let maxUploadBytes = null;
 let urls = [];
+let experts = [];       // a routed model's restorations, offered as alternatives after a restore
+let lastFile = null;
 
 function setState(state, message) {
   document.body.dataset.state = state;            // "idle" | "working" | "done" | "error" (tests wait on it)
@@ -21,6 +23,14 @@ async function loadInfo() {
   try {
     const info = await (await fetch("/api/info")).json();
     maxUploadBytes = info.max_upload_bytes;
+    experts = info.experts || [];
+    const select = $("expert-choice");
+    experts.concat(["none"]).forEach((name) => {
+      const option = document.createElement("option");
+      option.value = name;
+      option.textContent = name === "none" ? "none (leave the photo unchanged)" : name;
+      select.appendChild(option);
+    });
     $("model-info").textContent =
       `model: ${info.model} · uploads up to ${(info.max_upload_bytes / 2 ** 20).toFixed(0)} MB`;
   } catch (err) {
@@ -28,8 +38,9 @@ async function loadInfo() {
   }
 }
 
-async function restore(file) {
+async function restore(file, expert) {
   if (!file) return;
+  lastFile = file;
   if (maxUploadBytes !== null && file.size > maxUploadBytes) {
     setState("error", `"${file.name}" is ${(file.size / 2 ** 20).toFixed(1)} MB; ` +
       `the limit is ${(maxUploadBytes / 2 ** 20).toFixed(1)} MB`);
@@ -38,12 +49,13 @@ async function restore(file) {
   urls.forEach(URL.revokeObjectURL);
   urls = [];
   $("result").hidden = true;
-  setState("working", `restoring ${file.name}…`);
+  setState("working", `restoring ${file.name}${expert ? ` with ${expert}` : ""}…`);
   const form = new FormData();
   form.append("image", file, file.name);
   let response;
   try {
-    response = await fetch("/api/restore", { method: "POST", body: form });
+    const query = expert ? `?expert=${encodeURIComponent(expert)}` : "";
+    response = await fetch(`/api/restore${query}`, { method: "POST", body: form });
   } catch (err) {
     setState("error", `upload failed: ${err.message}`);
     return;
@@ -55,6 +67,11 @@ async function restore(file) {
     return;
   }
   const seconds = response.headers.get("X-Restore-Seconds");
+  const applied = response.headers.get("X-Ramir-Applied");
+  $("applied").hidden = !applied;
+  $("applied").textContent = applied ? `applied: ${applied}` : "";
+  $("choose").hidden = experts.length === 0;
+  $("expert-choice").value = expert || "";
   const blob = await response.blob();
   const beforeUrl = URL.createObjectURL(file);
   const afterUrl = URL.createObjectURL(blob);
@@ -98,6 +115,7 @@ function init() {
   loadInfo();
   const drop = $("drop");
   $("file").addEventListener("change", (e) => restore(e.target.files[0]));
+  $("again").addEventListener("click", () => restore(lastFile, $("expert-choice").value));
   $("slider").addEventListener("input", (e) => setSplit(e.target.value));
   $("compare").addEventListener("pointerdown", (e) => {
     $("compare").setPointerCapture(e.pointerId);

@@ -1,0 +1,85 @@
+"""Write a routed checkpoint with other settings or experts, e.g. a chain of two steps, a new expert, fp16.
+
+    python experiments/experts/reconfigure_routed.py src/ramir/weights/default.safetensors \\
+        runs/routed_chain2.safetensors --set max_steps=2 --set chain_threshold=0.5 \\
+        --expert deblur=runs/expert_deblur_cycle4/final.safetensors --fp16
+
+``--set`` takes the routed network's settings (max_steps, chain_threshold, keep_threshold, route_size,
+class_bias.NAME); ``--expert NAME=CKPT`` replaces one expert's weights by a checkpoint's EMA weights
+(same architecture); ``--fp16`` stores floating tensors in half precision (loading upcasts them: the
+embedded file halves, and outputs move by far less than 0.05 dB, benchmarks/fp16_weights.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "src"))
+
+from ramir.archs import build_network  # noqa: E402
+from ramir.checkpoints import load_checkpoint, load_state_dict_strict, save_checkpoint  # noqa: E402
+
+
+def _value(text: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("source", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--expert", action="append", default=[], metavar="NAME=CKPT")
+    ap.add_argument("--fp16", action="store_true", help="store floating tensors as fp16")
+    args = ap.parse_args(argv)
+
+    ckpt = load_checkpoint(args.source)
+    if ckpt.spec is None or ckpt.spec.arch != "routed":
+        raise SystemExit(f"{args.source}: not a routed checkpoint")
+    config = dict(ckpt.spec.kwargs)
+    for item in args.set:
+        key, _, text = item.partition("=")
+        if key.startswith("class_bias."):
+            config["class_bias"] = {**config.get("class_bias", {}), key.split(".", 1)[1]: float(text)}
+        else:
+            config[key] = _value(text)
+    net = build_network("routed", **config)
+    load_state_dict_strict(net, {k: v.float() for k, v in ckpt.state_dict.items()}, "routed")
+    replaced = {}
+    for item in args.expert:
+        name, _, path = item.partition("=")
+        if name not in net.expert_names:
+            raise SystemExit(f"--expert: no expert {name!r} (experts: {', '.join(net.expert_names)})")
+        expert = load_checkpoint(path, prefer_ema=True)
+        load_state_dict_strict(net.experts[net.expert_names.index(name)], expert.state_dict, name)
+        replaced[name] = str(Path(path))
+    state = net.state_dict()
+    if args.fp16:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    experts_meta = dict(ckpt.metadata.get("experts") or {})
+    experts_meta.update(replaced)  # where each expert's weights came from, the replaced ones included
+    meta = {**ckpt.metadata, "experts": experts_meta, "reconfigured_from": str(args.source),
+            "replaced_experts": replaced,
+            "settings": {k: config[k] for k in config if k not in ("expert_kwargs",)},
+            "weights_dtype": "float16" if args.fp16 else "float32"}
+    for key in ("ramir_version", "torch_version", "date"):
+        meta.pop(key, None)
+    from ramir.archs import network_spec
+
+    save_checkpoint(args.out, state, spec=network_spec(net), stage="routed", metadata=meta)
+    print(f"{args.out}: {args.out.stat().st_size / 2**20:.2f} MiB; settings {json.dumps(meta['settings'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    raise SystemExit(main())
