@@ -90,15 +90,24 @@ def restorer() -> TinyRestorer:
     return TinyRestorer()
 
 
-@pytest.fixture(scope="module")
-def base_url(restorer):
-    server = make_server(restorer, "127.0.0.1", 0, model_name="tiny-test", max_upload_bytes=LIMIT)
+@contextlib.contextmanager
+def serving(restorer, **kwargs) -> Iterator[str]:
+    """``ramir serve``'s server for ``restorer`` in a thread on a free port: yields its base URL."""
+    server = make_server(restorer, "127.0.0.1", 0, **kwargs)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def base_url(restorer):
+    with serving(restorer, model_name="tiny-test", max_upload_bytes=LIMIT) as url:
+        yield url
 
 
 def _post(url: str, body: bytes, content_type: str) -> tuple[int, str, bytes]:

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from ramir.inference import load
-from ramir.web.server import make_server
 from test_chain import flat, tiny_routed
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+from test_web import CHROMIUM, CHROMIUM_ARGS, serving
 
 
 def _png(img: np.ndarray) -> bytes:
@@ -28,14 +23,8 @@ def _png(img: np.ndarray) -> bytes:
 
 @pytest.fixture(scope="module")
 def url():
-    restorer = load(tiny_routed(max_steps=1), device="cpu", tile=0)
-    server = make_server(restorer, "127.0.0.1", 0, model_name="tiny-routed")
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with serving(load(tiny_routed(max_steps=1), device="cpu", tile=0), model_name="tiny-routed") as base:
+        yield base
 
 
 def _post(url: str, body: bytes) -> tuple[int, dict, bytes]:
@@ -71,7 +60,7 @@ def test_page_shows_what_was_applied_and_restores_again_with_another_choice(url,
     src = tmp_path / "bright.png"
     src.write_bytes(_png(flat(0.9, 40, 56)))
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
             page.goto(url + "/")

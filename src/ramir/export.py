@@ -269,15 +269,6 @@ def export_routed(
     return RoutedExport(manifest_path, graphs, parity, agree, checked)
 
 
-def _centre_crop(x: np.ndarray, size: int) -> np.ndarray:
-    h, w = x.shape[-2:]
-    if h <= size and w <= size:
-        return x
-    ch, cw = min(h, size), min(w, size)
-    top, left = (h - ch) // 2 // 8 * 8, (w - cw) // 2 // 8 * 8
-    return x[..., top : top + ch, left : left + cw]
-
-
 def run_exported(
     manifest: str | Path, rgb01: np.ndarray, sessions: dict | None = None
 ) -> tuple[np.ndarray, list[str]]:
@@ -285,6 +276,7 @@ def run_exported(
     alone (the reference for docs/export.md's short version); returns the image and the experts applied."""
     import onnxruntime as ort
 
+    from ramir.archs.routed import centre_crop  # slicing only: the same crop on a numpy array
     from ramir.routing import run_chain
 
     path = Path(manifest)
@@ -300,7 +292,7 @@ def run_exported(
     classes, to_expert = m["classes"], m["class_to_expert"]
 
     def route(x: np.ndarray) -> tuple[dict[str, float], str]:
-        p = session(m["router"]).run(None, {"image": _centre_crop(x, m["route_size"])})[0][0]
+        p = session(m["router"]).run(None, {"image": centre_crop(x, m["route_size"])})[0][0]
         best = int(np.argmax(p))
         if to_expert[best] is None and p[best] < m["keep_threshold"]:
             best = int(np.argmax([q if to_expert[i] is not None else -1.0 for i, q in enumerate(p)]))
@@ -347,16 +339,10 @@ def _check_routed(
     from ramir.routing import run_chain
 
     net = network.eval()
-    classes = list(net.classes)
 
     def route(x: torch.Tensor) -> tuple[dict[str, float], str]:
         with torch.inference_mode():
-            probs, chosen = net.decide(normalize(x))
-        return {c: float(p) for c, p in zip(classes, probs[0].tolist(), strict=True)}, classes[chosen[0]]
-
-    def expert_of(c: str) -> str | None:
-        k = net.class_to_expert[classes.index(c)]
-        return None if k < 0 else net.expert_names[k]
+            return net.decide_one(normalize(x))
 
     def apply(name: str, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -368,7 +354,7 @@ def _check_routed(
     images = _check_images()
     for label, img in images:
         x = torch.from_numpy(img).permute(2, 0, 1)[None]
-        y_t, d = run_chain(x, route=route, expert_of=expert_of, apply=apply, max_steps=net.max_steps,
+        y_t, d = run_chain(x, route=route, expert_of=net.expert_for, apply=apply, max_steps=net.max_steps,
                            threshold=net.chain_threshold)
         y_o, experts = run_exported(manifest, img, sessions)
         if list(d.experts) != experts:

@@ -447,13 +447,10 @@ class Restorer:
 
     def _route_one(self, x01: torch.Tensor) -> tuple[dict[str, float], str]:
         with torch.inference_mode():
-            probs, chosen = self.network.decide(normalize(x01.to("cpu", torch.float32)).to(self.device))
-        classes = self.network.classes
-        return {c: float(p) for c, p in zip(classes, probs[0].tolist(), strict=True)}, classes[chosen[0]]
+            return self.network.decide_one(normalize(x01.to("cpu", torch.float32)).to(self.device))
 
     def _expert_of(self, label: str) -> str | None:
-        k = self.network.class_to_expert[self.network.classes.index(label)]
-        return None if k < 0 else self.network.expert_names[k]
+        return self.network.expert_for(label)
 
     def _apply_expert(self, name: str, x01: torch.Tensor) -> torch.Tensor:
         k = self.network.expert_names.index(name)
@@ -469,13 +466,14 @@ class Restorer:
         if self._experts is None:
             raise RamirError("this model has no router: it restores every image the same way")
         x = self._as_tensor(image)
-        probs, label = self._route_one(x[:1])
+        probs, label = self._route_one(x)
         expert = self._expert_of(label)
         steps = () if expert is None else (Step(expert, label, probs[label]),)
         return Decision(steps, probs, False, "clean" if expert is None else "")
 
     def _as_tensor(self, image: Any) -> torch.Tensor:
-        """(1, 3, H, W) float32 in [0, 1] of any image :meth:`restore` takes (colour part only)."""
+        """(1, 3, H, W) float32 in [0, 1] of any image :meth:`restore` takes (colour part only, the first
+        of a batch), read and checked as :meth:`restore` reads it."""
         from PIL import Image
 
         if isinstance(image, Image.Image):
@@ -483,14 +481,9 @@ class Restorer:
 
             rgb = from_pil(image).rgb
         elif isinstance(image, np.ndarray):
-            rgb, _, _ = _split_channels(image, image.ndim == 2)
-            scale = _scale_of(image.dtype)
-            rgb = rgb.astype(np.float32) / scale if scale else np.clip(rgb.astype(np.float32), 0.0, 1.0)
+            rgb = _numpy_rgb01(image)[0]
         elif isinstance(image, torch.Tensor):
-            t = image if image.dim() == 4 else image[None]
-            t = t[:, :3] if t.shape[1] >= 3 else t[:, :1].expand(-1, 3, -1, -1)
-            t = t.detach().to("cpu", torch.float32)
-            return (t / 255.0 if image.dtype == torch.uint8 else t.clamp(0.0, 1.0))[:1]
+            return _torch_rgb01(image)[0][:1]
         else:
             kind = type(image).__name__
             raise TypeError(f"route() takes a PIL image, a numpy array or a torch tensor, not {kind}")
@@ -570,25 +563,13 @@ class Restorer:
         return restored
 
     def _restore_numpy(self, image: np.ndarray, expert: str | list[str] | None = None) -> np.ndarray:
-        rgb, alpha, grey = _split_channels(image, image.ndim == 2)
-        scale = _scale_of(image.dtype)
-        x = rgb.astype(np.float32) / scale if scale else np.clip(rgb.astype(np.float32), 0.0, 1.0)
+        x, alpha, grey, scale = _numpy_rgb01(image)
         y = self.restore_rgb(x, expert)
         return _join_channels(y, alpha, grey, image, scale)
 
     def _restore_torch(self, image: torch.Tensor, expert: str | list[str] | None = None) -> torch.Tensor:
-        if image.dim() not in (3, 4):
-            raise ImageError(f"expected a CHW or NCHW tensor, got shape {tuple(image.shape)}")
-        batch = image if image.dim() == 4 else image[None]
+        x, batch, scale = _torch_rgb01(image)
         c = batch.shape[1]
-        if c not in (1, 2, 3, 4):
-            raise ImageError(f"expected 1-4 channels, got {c} (shape {tuple(image.shape)})")
-        scale = 255.0 if batch.dtype == torch.uint8 else None
-        if scale is None and not batch.is_floating_point():
-            raise ImageError(f"unsupported tensor dtype {batch.dtype} (float in [0, 1] or uint8)")
-        colour = batch[:, :3] if c >= 3 else batch[:, :1].expand(-1, 3, -1, -1)
-        x = colour.detach().to("cpu", torch.float32)
-        x = x / scale if scale else x.clamp(0.0, 1.0)
         y = self.restore_tensor(x, expert)
         if c < 3:
             luma = torch.tensor(_LUMA, dtype=torch.float32).view(1, 3, 1, 1)
@@ -602,6 +583,31 @@ class Restorer:
 
 
 _LUMA = (0.299, 0.587, 0.114)
+
+
+def _numpy_rgb01(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, bool, float | None]:
+    """A numpy image's colour part as float32 RGB in [0, 1], with its alpha, grey flag and integer scale."""
+    rgb, alpha, grey = _split_channels(image, image.ndim == 2)
+    scale = _scale_of(image.dtype)
+    x = rgb.astype(np.float32) / scale if scale else np.clip(rgb.astype(np.float32), 0.0, 1.0)
+    return x, alpha, grey, scale
+
+
+def _torch_rgb01(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float | None]:
+    """A CHW/NCHW tensor checked and read as (N, 3, H, W) CPU float32 in [0, 1]; also the NCHW batch it
+    came from and 255 for uint8 (None for float)."""
+    if image.dim() not in (3, 4):
+        raise ImageError(f"expected a CHW or NCHW tensor, got shape {tuple(image.shape)}")
+    batch = image if image.dim() == 4 else image[None]
+    c = batch.shape[1]
+    if c not in (1, 2, 3, 4):
+        raise ImageError(f"expected 1-4 channels, got {c} (shape {tuple(image.shape)})")
+    scale = 255.0 if batch.dtype == torch.uint8 else None
+    if scale is None and not batch.is_floating_point():
+        raise ImageError(f"unsupported tensor dtype {batch.dtype} (float in [0, 1] or uint8)")
+    colour = batch[:, :3] if c >= 3 else batch[:, :1].expand(-1, 3, -1, -1)
+    x = colour.detach().to("cpu", torch.float32)
+    return (x / scale if scale else x.clamp(0.0, 1.0)), batch, scale
 
 
 def _scale_of(dtype: np.dtype) -> float | None:

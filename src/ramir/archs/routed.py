@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ramir.archs.descriptor import Architecture
+from ramir.imagespace import denormalize, normalize
 
 
 def _stats(x: torch.Tensor) -> torch.Tensor:
@@ -123,8 +124,6 @@ class GuidedRefine(nn.Module):
         self.graph_settings = {"guided_refine": [self.radius, self.eps]}  # told to the ONNX cache key
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from ramir.imagespace import denormalize, normalize
-
         # reflect-pad to the expert's multiple first (as the onnxruntime runner does before calling a
         # graph), so the filter sees the same border whichever backend runs it
         h, w = x.shape[-2:]
@@ -230,6 +229,16 @@ class RoutedNetwork(nn.Module):
             unsure = keep[best] & (probs.gather(1, best[:, None])[:, 0] < self.keep_threshold)
             best = torch.where(unsure, restoring, best)
         return probs, best.tolist()
+
+    def decide_one(self, x: torch.Tensor) -> tuple[dict[str, float], str]:
+        """One image's class probabilities by class name, and the class :meth:`decide` chooses."""
+        probs, chosen = self.decide(x[:1])
+        return dict(zip(self.classes, probs[0].tolist(), strict=True)), self.classes[chosen[0]]
+
+    def expert_for(self, label: str) -> str | None:
+        """The name of the expert restoring class ``label`` (None: images of that class are left alone)."""
+        k = self.class_to_expert[self.classes.index(label)]
+        return None if k < 0 else self.expert_names[k]
 
     def route(self, x: torch.Tensor) -> list[int]:
         """The expert index of each image (-1: leave it unchanged)."""

@@ -284,8 +284,7 @@ def run(args: argparse.Namespace) -> int:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 loaded = read_image(job.source, max_pixels=args.max_pixels)
-                result = restorer.restore_rgb(loaded.rgb, args.expert) if names else restorer.restore_rgb(
-                    loaded.rgb)
+                result = restorer.restore_rgb(loaded.rgb, args.expert)
                 write_image(out, result, like=loaded, overwrite=args.overwrite)
                 if args.compare:
                     write_compare(compare_path(out), loaded.rgb, result, overwrite=args.overwrite)

@@ -79,8 +79,9 @@ def random_haze(
 
 
 # ------------------------------------------------------------------------------------------ rain
-def line_kernel(length: float, angle_deg: float, width: int = 1) -> np.ndarray:
-    """A normalised anti-aliased line of ``length`` px through the centre, ``angle_deg`` from vertical."""
+def line_kernel(length: float, angle_deg: float, width: int = 1, *, taper: bool = True) -> np.ndarray:
+    """A normalised anti-aliased line of ``length`` px through the centre, ``angle_deg`` from vertical;
+    ``taper`` weights it towards the middle (a falling drop), off it is uniform (straight motion)."""
     size = math.ceil(length) | 1
     c = size // 2
     theta = math.radians(angle_deg)
@@ -90,10 +91,10 @@ def line_kernel(length: float, angle_deg: float, width: int = 1) -> np.ndarray:
     p0 = (round((c - dx) * 16), round((c - dy) * 16))
     p1 = (round((c + dx) * 16), round((c + dy) * 16))
     cv2.line(k, p0, p1, 1.0, thickness=max(1, int(width)), lineType=cv2.LINE_AA, shift=shift)
-    # taper both ends (a falling drop is brightest mid-streak): weight by a cosine along the line
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) - c
-    along = (xx * math.sin(theta) + yy * math.cos(theta)) / max((length - 1) / 2, 0.5)
-    k *= np.sqrt(np.clip(np.cos(np.clip(along, -1, 1) * (math.pi / 2)), 0, 1))
+    if taper:  # both ends fade (a falling drop is brightest mid-streak): weight by a cosine along the line
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) - c
+        along = (xx * math.sin(theta) + yy * math.cos(theta)) / max((length - 1) / 2, 0.5)
+        k *= np.sqrt(np.clip(np.cos(np.clip(along, -1, 1) * (math.pi / 2)), 0, 1))
     return k / k.sum()
 
 

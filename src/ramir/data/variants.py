@@ -27,10 +27,9 @@ from ramir.data.kernels import (
     apply_kernel,
     defocus_kernel,
     generalized_gaussian_kernel,
-    normalize_kernel,
     shake_trajectory_kernel,
 )
-from ramir.data.synthetic import add_haze, depth_map, low_light
+from ramir.data.synthetic import add_haze, depth_map, line_kernel, low_light
 
 
 # ------------------------------------------------------------------------------------------- blur
@@ -76,13 +75,8 @@ def random_linear_motion(
 ) -> np.ndarray:
     """Straight, uniform motion of ``length`` px at a random angle (a panning or moving object)."""
     n = sample_range(length, rng)
-    size = math.ceil(n) | 1
-    c, t = size // 2, math.radians(rng.uniform(0, 180))
-    dx, dy = math.cos(t) * (n - 1) / 2, math.sin(t) * (n - 1) / 2
-    k = np.zeros((size, size), dtype=np.float32)
-    cv2.line(k, (round((c - dx) * 16), round((c - dy) * 16)), (round((c + dx) * 16), round((c + dy) * 16)),
-             1.0, thickness=1, lineType=cv2.LINE_AA, shift=4)
-    return np.clip(apply_kernel(img, normalize_kernel(k)), 0, 1)
+    k = line_kernel(n, 90.0 - rng.uniform(0, 180), taper=False)  # the angle measured from horizontal
+    return np.clip(apply_kernel(img, k), 0, 1)
 
 
 # ------------------------------------------------------------------------------------------ noise
