@@ -49,6 +49,14 @@ SOURCE_CLASSES = {
     "rain_transfer": "rain",
     "haze": "haze",
     "lowlight": "lowlight",
+    # sixth cycle (router_c6.yaml): more blur and noise variants, and composites labelled by the expert
+    # that must run first (motion under JPEG: deblur first, the JPEG expert is the chain's second step)
+    "camera": "noise",
+    "aniso": "blur",
+    "defocus": "blur",
+    "blur_jpeg": "blur",
+    "linear": "motion",
+    "motion_jpeg": "motion",
 }
 
 

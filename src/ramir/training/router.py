@@ -30,10 +30,13 @@ def train_router(
     width: int = 16,
     seed: int = 0,
     log_every: int = 250,
+    init: nn.Module | None = None,
 ) -> tuple[nn.Module, list[dict[str, Any]]]:
     """A router trained on the sources of ``recipe_path``'s ``data.train`` (patch size from the recipe).
 
     ``source_classes``: source name -> class name; ``classes``: the class order of the router's outputs.
+    ``init``: a trained router to continue (a warm start: new sources taught to a router that already
+    knows the others) instead of a fresh one of ``width``.
     Returns the router (eval mode) and the log (iteration, loss, accuracy of the last ``log_every``).
     """
     from torch.utils.data import DataLoader
@@ -52,7 +55,8 @@ def train_router(
         raise ConfigError(f"sources without a router class: {', '.join(unknown)}")
     data = build_dataset(recipe.data["train"], seed=seed, base_dir=recipe.base_dir)
     torch.manual_seed(seed)
-    router = DegradationRouter(len(classes), width)
+    router = DegradationRouter(len(classes), width) if init is None else init
+    router.train()
     optimizer = torch.optim.Adam(router.parameters(), lr=lr)
     schedule = WarmupCosine(optimizer, base_lr=lr, iterations=iterations, warmup=0, eta_min=lr / 100)
     log: list[dict[str, Any]] = []

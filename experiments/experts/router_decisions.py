@@ -1,0 +1,107 @@
+"""A routed model's first decisions on every validation task, counted against the expert each task needs.
+
+    python experiments/experts/router_decisions.py MODEL --out runs/logits_LABEL.json
+    python experiments/experts/router_decisions.py --logits runs/logits_LABEL.json --bias motion=-1 ...
+
+The first form runs the router once over the three validation splits (composite, unseen-variant,
+ordinary) and stores its logits per image; the second replays priors (``class_bias``) on stored logits,
+cheaply, and prints the images whose first step would go to an expert the task does not need. Only the
+first step is judged: a chain's later steps depend on the experts' outputs (``chain_steps.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "src"))
+
+SUITES = ["validation_composite", "validation_unseen", "validation"]
+# the experts a task's first step may go to (composites: either of their two); clean photos are not judged
+NEEDS = {
+    "valc-noise-jpeg": "noise|jpeg", "valc-blur-noise": "noise|deblur", "valc-haze-noise": "noise|tone",
+    "valc-motion-jpeg": "deblur", "valc-rain-jpeg": "rain", "valc-lowlight-noise": "tone|noise",
+    "valu-shake": "deblur", "valu-levin": "deblur", "valu-ggblur": "deblur", "valu-spatialnoise": "noise",
+    "valu-camnoise": "noise|jpeg", "valu-jpeg": "jpeg", "valu-haze": "tone", "valu-lowlight": "tone",
+    "val-noise15": "noise", "val-noise25": "noise", "val-noise50": "noise", "val-blur2": "deblur",
+    "val-jpeg20": "jpeg", "val-jpeg50": "jpeg", "val-motion": "deblur", "val-haze": "tone",
+    "val-lowlight": "tone", "val-rain": "rain", "val-rainlight": "rain", "val-rain100h": "rain",
+    "val-raintransfer": "rain",
+}
+
+
+def record(model: Path, out: Path) -> None:
+    from ramir import evaluation as ev
+    from ramir.archs.routed import centre_crop
+    from ramir.checkpoints import load_network
+    from ramir.imagespace import normalize
+
+    torch.set_num_threads(1)
+    net = load_network(model)
+    logits: dict[str, list[list[float]]] = {}
+    for suite in SUITES:
+        for task in ev.load_suite(ROOT / "configs" / "eval" / f"{suite}.yaml").tasks:
+            rows = []
+            for s in ev.iter_samples(task):
+                x = normalize(torch.from_numpy(s.lq).permute(2, 0, 1)[None])
+                with torch.no_grad():
+                    rows.append(net.router(centre_crop(x, net.route_size))[0].tolist())
+            logits[task.name] = rows
+    experts = [("keep" if i < 0 else net.expert_names[i]) for i in net.class_to_expert]
+    out.write_text(json.dumps({"model": str(model), "classes": net.classes, "experts": experts,
+                               "class_bias": net.class_bias, "keep_threshold": net.keep_threshold,
+                               "logits": logits}))
+    print(f"{out}: {sum(map(len, logits.values()))} images")
+
+
+def replay(data: dict, bias: dict[str, float]) -> dict[str, int]:
+    """Wrong first steps per task under ``bias``, with the model's keep rule (clean needs keep_threshold)."""
+    classes, experts = data["classes"], data["experts"]
+    b = torch.tensor([bias.get(c, 0.0) for c in classes])
+    wrong = {}
+    for task, rows in data["logits"].items():
+        if task not in NEEDS:
+            continue
+        n = 0
+        for row in rows:
+            p = (torch.tensor(row) + b).softmax(0)
+            k = int(p.argmax())
+            if experts[k] == "keep" and p[k] < data["keep_threshold"]:
+                p[k] = -1.0
+                k = int(p.argmax())
+            n += experts[k] not in NEEDS[task].split("|")
+        if n:
+            wrong[task] = n
+    return wrong
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", type=Path, nargs="?")
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--logits", type=Path, help="replay stored logits instead of running a model")
+    ap.add_argument("--bias", action="append", default=[], metavar="CLASS=LOGIT",
+                    help="prior to replay, over the model's own (repeatable)")
+    args = ap.parse_args(argv)
+    if args.logits is None:
+        if args.model is None or args.out is None:
+            ap.error("give MODEL and --out, or --logits")
+        record(args.model, args.out)
+        return 0
+    data = json.loads(args.logits.read_text())
+    bias = dict(data["class_bias"])
+    for text in args.bias:
+        name, _, value = text.partition("=")
+        bias[name] = float(value)
+    wrong = replay(data, bias)
+    print(f"priors {json.dumps(bias)}: {sum(wrong.values())} wrong first steps; {json.dumps(wrong)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
