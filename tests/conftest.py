@@ -98,3 +98,13 @@ def forward_recording(
         for h in handles:
             h.remove()
     return y, records
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """A test that calls the CLI in-process with ``--threads N`` changes torch's global thread count; put
+    it back after every test, so later tests run (and time, and round) with the suite's setting."""
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
