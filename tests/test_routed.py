@@ -175,11 +175,13 @@ def test_blockiness_finds_an_8x8_grid_at_any_phase():
     assert torch.equal(blockiness(x[..., :7, :7]), torch.zeros(1, 16))  # too small for a period: zeros
 
 
-def test_router_learns_to_tell_noise_from_clean(tmp_path):
-    rng = np.random.default_rng(0)
+def _noise_router_recipe(tmp_path, seed: int):
+    """Six smooth photos (Gaussian noise on them is easy to see) and a recipe of two sources on them:
+    clean and noisy."""
+    rng = np.random.default_rng(seed)
     folder = tmp_path / "clean"
     folder.mkdir()
-    for i in range(6):  # smooth images: Gaussian noise on them is easy to see
+    for i in range(6):
         small = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
         cv2.imwrite(str(folder / f"{i}.png"), cv2.resize(small, (48, 48), interpolation=cv2.INTER_CUBIC))
     recipe = tmp_path / "router.yaml"
@@ -189,6 +191,11 @@ def test_router_learns_to_tell_noise_from_clean(tmp_path):
         "      - {name: clean, root: clean, degradation: {kind: identity}}\n"
         "      - {name: noisy, root: clean, degradation: {kind: noise, sigma: [30, 50]}}\n"
     )
+    return recipe
+
+
+def test_router_learns_to_tell_noise_from_clean(tmp_path):
+    recipe = _noise_router_recipe(tmp_path, 0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -211,19 +218,7 @@ def test_router_warm_start_continues_the_given_router(tmp_path):
     """``init``: the router passed in is the one trained (not a fresh one), and it starts from what it
     knew: after a first run separates noisy from clean, a continuation's first batches are already
     right, where a fresh router's first batches are at chance."""
-    rng = np.random.default_rng(1)
-    folder = tmp_path / "clean"
-    folder.mkdir()
-    for i in range(6):
-        small = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
-        cv2.imwrite(str(folder / f"{i}.png"), cv2.resize(small, (48, 48), interpolation=cv2.INTER_CUBIC))
-    recipe = tmp_path / "router.yaml"
-    recipe.write_text(
-        "name: r\nstage: finetune\nmodel: {name: nafnet-s}\n"
-        "data:\n  train:\n    patch_size: 32\n    samples_per_epoch: 256\n    sources:\n"
-        "      - {name: clean, root: clean, degradation: {kind: identity}}\n"
-        "      - {name: noisy, root: clean, degradation: {kind: noise, sigma: [30, 50]}}\n"
-    )
+    recipe = _noise_router_recipe(tmp_path, 1)
     classes, mapping = ["clean", "noise"], {"clean": "clean", "noisy": "noise"}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
