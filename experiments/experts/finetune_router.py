@@ -23,9 +23,8 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from build_routed import SOURCE_CLASSES  # noqa: E402
+from reconfigure_routed import routed_checkpoint, routed_network, save_routed  # noqa: E402
 
-from ramir.archs import build_network, network_spec  # noqa: E402
-from ramir.checkpoints import load_checkpoint, load_state_dict_strict, save_checkpoint  # noqa: E402
 from ramir.training.router import train_router  # noqa: E402
 
 
@@ -42,27 +41,17 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    ckpt = load_checkpoint(args.source)
-    if ckpt.spec is None or ckpt.spec.arch != "routed":
-        raise SystemExit(f"{args.source}: not a routed checkpoint")
-    net = build_network("routed", **ckpt.spec.kwargs)
-    load_state_dict_strict(net, {k: v.float() for k, v in ckpt.state_dict.items()}, "routed")
+    ckpt = routed_checkpoint(args.source)
+    net = routed_network(ckpt, ckpt.spec.kwargs)
     start = time.perf_counter()
     router, log = train_router(args.recipe, SOURCE_CLASSES, net.classes, iterations=args.iterations,
                                lr=args.lr, seed=args.seed, init=net.router)
     seconds = time.perf_counter() - start
     net.router = router.eval()
-    state = net.state_dict()
-    if args.fp16:
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     meta = {**ckpt.metadata, "router_finetuned": {"from": str(args.source), "recipe": str(args.recipe),
                                                   "iterations": args.iterations, "lr": args.lr,
-                                                  "seconds": round(seconds)},
-            "weights_dtype": "float16" if args.fp16 else "float32"}
-    for key in ("ramir_version", "torch_version", "date"):
-        meta.pop(key, None)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(args.out, state, spec=network_spec(net), stage="routed", metadata=meta)
+                                                  "seconds": round(seconds)}}
+    save_routed(args.out, net, meta, fp16=args.fp16)
     args.out.with_suffix(".router.json").write_text(json.dumps({"log": log, "seconds": seconds}, indent=1))
     print(f"{args.out}: router {seconds:.0f} s, last accuracy {log[-1]['accuracy']:.3f}")
     return 0

@@ -33,6 +33,36 @@ def _value(text: str) -> object:
         return text
 
 
+def routed_checkpoint(path: Path):
+    """The checkpoint at ``path``, which must hold a routed network."""
+    ckpt = load_checkpoint(path)
+    if ckpt.spec is None or ckpt.spec.arch != "routed":
+        raise SystemExit(f"{path}: not a routed checkpoint")
+    return ckpt
+
+
+def routed_network(ckpt, config: dict) -> torch.nn.Module:
+    """The routed network of ``config`` (the checkpoint's settings, or changed ones) with the
+    checkpoint's weights, upcast to fp32."""
+    net = build_network("routed", **config)
+    load_state_dict_strict(net, {k: v.float() for k, v in ckpt.state_dict.items()}, "routed")
+    return net
+
+
+def save_routed(out: Path, net: torch.nn.Module, metadata: dict, *, fp16: bool) -> None:
+    """Write ``net`` with ``metadata`` (the source's version stamps dropped: save_checkpoint writes its
+    own), floating tensors in fp16 if asked."""
+    from ramir.archs import network_spec
+
+    state = net.state_dict()
+    if fp16:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    meta = {k: v for k, v in metadata.items() if k not in ("ramir_version", "torch_version", "date")}
+    meta["weights_dtype"] = "float16" if fp16 else "float32"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out, state, spec=network_spec(net), stage="routed", metadata=meta)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("source", type=Path)
@@ -42,9 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fp16", action="store_true", help="store floating tensors as fp16")
     args = ap.parse_args(argv)
 
-    ckpt = load_checkpoint(args.source)
-    if ckpt.spec is None or ckpt.spec.arch != "routed":
-        raise SystemExit(f"{args.source}: not a routed checkpoint")
+    ckpt = routed_checkpoint(args.source)
     config = dict(ckpt.spec.kwargs)
     for item in args.set:
         key, _, text = item.partition("=")
@@ -52,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             config["class_bias"] = {**config.get("class_bias", {}), key.split(".", 1)[1]: float(text)}
         else:
             config[key] = _value(text)
-    net = build_network("routed", **config)
-    load_state_dict_strict(net, {k: v.float() for k, v in ckpt.state_dict.items()}, "routed")
+    net = routed_network(ckpt, config)
     replaced = {}
     for item in args.expert:
         name, _, path = item.partition("=")
@@ -62,20 +89,12 @@ def main(argv: list[str] | None = None) -> int:
         expert = load_checkpoint(path, prefer_ema=True)
         load_state_dict_strict(net.experts[net.expert_names.index(name)], expert.state_dict, name)
         replaced[name] = str(Path(path))
-    state = net.state_dict()
-    if args.fp16:
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     experts_meta = dict(ckpt.metadata.get("experts") or {})
     experts_meta.update(replaced)  # where each expert's weights came from, the replaced ones included
     meta = {**ckpt.metadata, "experts": experts_meta, "reconfigured_from": str(args.source),
             "replaced_experts": replaced,
-            "settings": {k: config[k] for k in config if k not in ("expert_kwargs",)},
-            "weights_dtype": "float16" if args.fp16 else "float32"}
-    for key in ("ramir_version", "torch_version", "date"):
-        meta.pop(key, None)
-    from ramir.archs import network_spec
-
-    save_checkpoint(args.out, state, spec=network_spec(net), stage="routed", metadata=meta)
+            "settings": {k: config[k] for k in config if k not in ("expert_kwargs",)}}
+    save_routed(args.out, net, meta, fp16=args.fp16)
     print(f"{args.out}: {args.out.stat().st_size / 2**20:.2f} MiB; settings {json.dumps(meta['settings'])}")
     return 0
 
