@@ -5,7 +5,8 @@
 
 Per task: mean PSNR (reference protocol, uint8 output), the grid ratio (:func:`ramir.metrics.grid_ratio`:
 lattice energy of the output over the clean photo's, in flat tiles; 1 = no added grid, the target is
-<= 1.1) and the mean CIEDE2000 colour error of output and input (:func:`ramir.metrics.colour_error`).
+<= 1.1) and the mean CIEDE2000 colour error of output and input (:func:`ramir.metrics.colour_error`),
+whole and its chromatic part alone (the photo's lightness given: hue and chroma only).
 Validation data only (configs/eval/validation.yaml): the choices made with it are validation choices.
 """
 
@@ -39,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     tasks = [t for t in suite.tasks if args.select is None or t.name in args.select]
     when = time.strftime("%Y-%m-%d")
     print(f"model {args.model or '(embedded)'}; expert {args.expert or 'routed'}; {when}")
-    print("| task | images | PSNR in | PSNR out | grid in | grid out | colour err in | colour err out |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| task | images | PSNR in | PSNR out | grid in | grid out | colour err in | colour err out "
+          "| chromatic in | chromatic out |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for task in tasks:
         rows = []
         for s in iter_samples(task, args.max_images):
@@ -52,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
                 metrics.psnr(out * 255.0, s.gt_u8, crop_border=4),
                 metrics.grid_ratio(s.lq, clean), metrics.grid_ratio(out, clean),
                 metrics.colour_error(s.lq, clean), metrics.colour_error(out, clean),
+                metrics.colour_error(s.lq, clean, lightness=False),
+                metrics.colour_error(out, clean, lightness=False),
             ])
         a = np.asarray(rows, dtype=np.float64)
         mean = [math.nan if np.all(np.isnan(c)) else float(np.nanmean(c)) for c in a.T]

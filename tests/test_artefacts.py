@@ -76,3 +76,12 @@ def test_colour_error():
     cast = np.clip(img * np.array([1.15, 1.0, 0.8], dtype=np.float32), 0, 1)
     grey = np.repeat(img.mean(-1, keepdims=True), 3, axis=-1)
     assert colour_error(cast, img) > 3 and colour_error(grey, img) > 3
+    # the chromatic part ignores a change of lightness alone (L* scaled, a* b* kept), not a cast or grey
+    from skimage.color import lab2rgb, rgb2lab
+
+    lab = rgb2lab(img.astype(np.float64))
+    lab[..., 0] *= 0.8
+    darker = np.clip(lab2rgb(lab), 0, 1)
+    assert colour_error(darker, img) > 3
+    assert colour_error(darker, img, lightness=False) < 0.1 * colour_error(darker, img)
+    assert colour_error(cast, img, lightness=False) > 2 and colour_error(grey, img, lightness=False) > 2

@@ -57,6 +57,9 @@ SOURCE_CLASSES = {
     "blur_jpeg": "blur",
     "linear": "motion",
     "motion_jpeg": "motion",
+    # seventh cycle (router_c7.yaml): the trajectory model's wandering, doubling-back paths
+    "wander": "motion",
+    "wander_noise": "motion",
 }
 
 

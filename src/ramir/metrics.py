@@ -230,11 +230,18 @@ def grid_ratio(output01: np.ndarray, clean01: np.ndarray, **kwargs) -> float:
     return lattice_energy(output01, clean01, **kwargs) / lattice_energy(clean01, clean01, **kwargs)
 
 
-def colour_error(img01: np.ndarray, ref01: np.ndarray) -> float:
+def colour_error(img01: np.ndarray, ref01: np.ndarray, *, lightness: bool = True) -> float:
     """Mean CIEDE2000 colour difference to the reference (sRGB -> CIELAB, D65): 1 is about a just
-    noticeable difference; washed-out or colour-cast results score high even when PSNR looks fine."""
+    noticeable difference; washed-out or colour-cast results score high even when PSNR looks fine.
+
+    ``lightness=False`` gives the chromatic part alone: the image's L* is replaced by the reference's
+    before the difference is taken, so that only hue and chroma count. Why: after low light the error
+    is mostly brightness, which a blind restorer cannot know exactly (the exposure is unknown), and the
+    two parts call for different remedies."""
     from skimage.color import deltaE_ciede2000, rgb2lab
 
     a = rgb2lab(np.clip(np.asarray(img01, dtype=np.float64), 0, 1))
     b = rgb2lab(np.clip(np.asarray(ref01, dtype=np.float64), 0, 1))
+    if not lightness:
+        a[..., 0] = b[..., 0]
     return float(deltaE_ciede2000(a, b).mean())
