@@ -225,6 +225,50 @@ def test_context_degrades_a_larger_window_and_keeps_its_centre(tmp_path):
         parse_split({**spec, "context": -1}, where="data.train")
 
 
+def test_base_makes_the_target_itself(tmp_path):
+    """``base`` degrades the window first, input and target alike; ``degradation`` then makes the input."""
+    clean_folder(tmp_path / "c", n=3)
+    spec = {
+        "patch_size": 16,
+        "context": 6,
+        "samples_per_epoch": 8,
+        "sources": [{"name": "kept", "root": str(tmp_path / "c"), "base": {"kind": "blur", "sigma": 3},
+                     "degradation": {"kind": "noise", "sigma": 20}}],
+    }
+    ds = build_dataset(spec, seed=5)
+    blur = build_degradation({"kind": "blur", "sigma": 3})
+    noise = build_degradation({"kind": "noise", "sigma": 20})
+    paths = sorted((tmp_path / "c").glob("*.png"))
+    for index in range(4):  # the draw order of a plain source, with the base drawn before the degradation
+        rng = np.random.default_rng([5, 0, index])
+        assert rng.choice(1, p=[1.0]) == 0
+        img = read_rgb_float(paths[int(rng.integers(3))])
+        top, left = int(rng.integers(40 - 28 + 1)), int(rng.integers(48 - 28 + 1))
+        window = img[top : top + 28, left : left + 28]
+        if rng.random() < 0.5:
+            window = window[:, ::-1]
+        target = blur(np.ascontiguousarray(window), rng)
+        lq = noise(np.ascontiguousarray(target), rng)
+        item = ds[index]
+        gt = item["gt"].numpy().transpose(1, 2, 0)
+        np.testing.assert_allclose(gt, target[6:22, 6:22], atol=1e-6)
+        np.testing.assert_allclose(item["lq"].numpy().transpose(1, 2, 0), lq[6:22, 6:22], atol=1e-6)
+        assert np.abs(gt - window[6:22, 6:22]).max() > 0.05  # the target is the blurred photo
+    # validation items too: an identity degradation on a base gives input == target != photo
+    val = build_dataset({"size": 24, "sources": [{"name": "v", "root": str(tmp_path / "c"),
+                                                  "base": {"kind": "blur", "sigma": 2}}]}, train=False)
+    item = val[0]
+    torch.testing.assert_close(item["lq"], item["gt"])
+    photo = read_rgb_float(paths[0])
+    assert np.abs(item["gt"].numpy().transpose(1, 2, 0) - photo[8:32, 12:36]).max() > 0.05
+    with pytest.raises(ConfigError, match="'base' applies to clean sources"):
+        parse_split({"sources": [{"root": str(tmp_path), "layout": "input_target",
+                                  "base": {"kind": "blur"}}]}, where="data.train")
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.base: unknown degradation 'nonsense'"):
+        parse_split({"sources": [{"root": str(tmp_path / "c"), "base": {"kind": "nonsense"}}]},
+                    where="data.train")
+
+
 def test_identity_source_and_small_images(tmp_path):
     clean_folder(tmp_path / "small", n=2, h=10, w=12)
     write_image(tmp_path / "small" / "big.png", 40, 40)

@@ -69,12 +69,18 @@ def augment(img: np.ndarray, hflip: bool, vflip: bool, rot90: int) -> np.ndarray
 
 # ------------------------------------------------------------------------------------------ sources
 class CleanSource:
-    """Clean images; the degraded input is made online by ``degradation`` (RAM's LSDIR sources)."""
+    """Clean images; the degraded input is made online by ``degradation`` (RAM's LSDIR sources).
 
-    def __init__(self, task: str, paths: Sequence[Path], degradation: Degradation) -> None:
+    ``base``, if given, first turns the photo into the target itself (applied before ``degradation``,
+    to input and target alike): pairs that teach an expert to leave something alone, e.g. blur that is
+    not its job."""
+
+    def __init__(
+        self, task: str, paths: Sequence[Path], degradation: Degradation, base: Degradation | None = None
+    ) -> None:
         if not paths:
             raise DataError(f"source {task!r}: no images")
-        self.task, self.paths, self.degradation = task, list(paths), degradation
+        self.task, self.paths, self.degradation, self.base = task, list(paths), degradation, base
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -93,7 +99,7 @@ class CleanSource:
         return image_size(self.paths[index])
 
     def subset(self, keep: Sequence[int]) -> CleanSource:
-        return CleanSource(self.task, [self.paths[i] for i in keep], self.degradation)
+        return CleanSource(self.task, [self.paths[i] for i in keep], self.degradation, self.base)
 
 
 class PairedSource:
@@ -193,6 +199,9 @@ class PatchSampler:
         rot = int(rng.integers(4)) if o.rot90 else 0
         gt = augment(gt[top : top + p, left : left + p], hflip, vflip, rot)
         if lq is None:
+            base = getattr(self.source, "base", None)
+            if base is not None:  # the whole window, so that the centre sees real pixels around it
+                gt = np.asarray(base(np.ascontiguousarray(gt), rng), dtype=np.float32)
             lq = self.source.degradation(np.ascontiguousarray(gt), rng)
             if m:
                 gt, lq = (a[m : p - m, m : p - m] for a in (gt, lq))
@@ -214,9 +223,11 @@ def fixed_item(source: Source, index: int, size: int | None, seed: int) -> dict:
         gt = centre_crop(pad_to(gt, size, size), size)
         lq = centre_crop(pad_to(lq, size, size), size) if lq is not None else None
     if lq is None:
-        lq = source.degradation(
-            np.ascontiguousarray(gt), np.random.default_rng(item_seed(seed, source.task, index))
-        )
+        rng = np.random.default_rng(item_seed(seed, source.task, index))
+        base = getattr(source, "base", None)
+        if base is not None:
+            gt = np.asarray(base(np.ascontiguousarray(gt), rng), dtype=np.float32)
+        lq = source.degradation(np.ascontiguousarray(gt), rng)
     return {"lq": to_tensor(lq), "gt": to_tensor(gt), "task": source.task, "name": source.name(index)}
 
 

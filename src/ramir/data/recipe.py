@@ -71,6 +71,7 @@ SOURCE_KEYS = frozenset(
         "root",
         "layout",
         "degradation",
+        "base",
         "weight",
         "max_images",
         "input_dir",
@@ -94,6 +95,9 @@ class SourceSpec:
     roots: tuple[Path, ...]
     layout: str | None = None
     degradation: Any = None
+    # a clean source's photos are first made into this (input and target alike): "the photo as it
+    # is", e.g. a blurred photo the tone expert must leave blurred; null: the photos themselves
+    base: Any = None
     weight: float = 1.0
     max_images: int | None = None
     input_dir: str | None = None
@@ -168,17 +172,26 @@ def parse_source(entry: Any, *, base_dir: str | Path | None = None, where: str =
         degradation = entry.get("degradation")
         if isinstance(degradation, dict):  # file paths resolved now, read when the source opens
             degradation = resolve_paths(degradation, base_dir)
+        base = entry.get("base")
+        if isinstance(base, dict):
+            base = resolve_paths(base, base_dir)
         try:  # validate now (kernel files are only read when the source is opened)
             kind = build_degradation(degradation, base_dir=base_dir, load=False).kind
             default_name = "clean" if kind == "none" else kind  # a source of clean photos kept as they are
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
+        try:
+            if base is not None:
+                build_degradation(base, base_dir=base_dir, load=False)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.base: {exc}") from None
     else:
-        if "degradation" in entry:
-            raise ConfigError(
-                f"{where}: a paired source has real inputs; 'degradation' applies to clean sources"
-            )
-        degradation = None
+        for key in ("degradation", "base"):
+            if key in entry:
+                raise ConfigError(
+                    f"{where}: a paired source has real inputs; '{key}' applies to clean sources"
+                )
+        degradation = base = None
         layout = layout or "input_target"
         if layout not in LAYOUTS:
             raise ConfigError(f"{where}: unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
@@ -198,6 +211,7 @@ def parse_source(entry: Any, *, base_dir: str | Path | None = None, where: str =
         roots=roots,
         layout=layout,
         degradation=degradation,
+        base=base,
         weight=float(weight),
         max_images=_int(entry.get("max_images"), f"{where}.max_images", allow_none=True),
         input_dir=_str(entry["input_dir"], f"{where}.input_dir") if "input_dir" in entry else None,
@@ -267,7 +281,8 @@ def open_source(src: SourceSpec, *, warn: bool = True) -> Source:
         paths = filter_by_names(paths, **_name_filter(src))
         if not paths:
             raise DataError(f"source {src.name!r}: its name list leaves no image")
-        return CleanSource(src.name, paths[: src.max_images], degradation)
+        base = build_degradation(src.base) if src.base is not None else None
+        return CleanSource(src.name, paths[: src.max_images], degradation, base)
     pairing = pair_source(src)
     if warn:
         warn_unmatched(pairing, f"source {src.name!r} ({', '.join(map(str, src.roots))})")
@@ -380,6 +395,8 @@ def source_reports(
             if src.type == "clean":
                 source = open_source(src)
                 rep.pairing = f"{len(source)} clean images, degradation {source.degradation}"
+                if getattr(source, "base", None) is not None:
+                    rep.pairing += f" of photos made into {source.base} first"
             else:
                 pairing = pair_source(src)
                 rep.pairing = f"layout {src.layout}: {pairing.summary()}"
