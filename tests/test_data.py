@@ -194,6 +194,19 @@ def test_clean_source_crops_flips_then_degrades(tmp_path):
         np.testing.assert_array_equal(item["lq"].numpy().transpose(1, 2, 0), lq)
 
 
+def drawn_window(paths: list[Path], seed: int, index: int) -> tuple[np.ndarray, np.random.Generator]:
+    """The 28x28 window (40x48 images, one source) that item ``index`` of a mixture seeded ``seed``
+    draws, and the Generator as it stands after the draw (what degrades the window next)."""
+    rng = np.random.default_rng([seed, 0, index])
+    assert rng.choice(1, p=[1.0]) == 0
+    img = read_rgb_float(paths[int(rng.integers(len(paths)))])
+    top, left = int(rng.integers(40 - 28 + 1)), int(rng.integers(48 - 28 + 1))
+    window = img[top : top + 28, left : left + 28]
+    if rng.random() < 0.5:
+        window = window[:, ::-1]
+    return window, rng
+
+
 def test_context_degrades_a_larger_window_and_keeps_its_centre(tmp_path):
     clean_folder(tmp_path / "c", n=3)
     spec = {
@@ -206,13 +219,7 @@ def test_context_degrades_a_larger_window_and_keeps_its_centre(tmp_path):
     degrade = build_degradation({"kind": "blur", "sigma": 3})
     paths = sorted((tmp_path / "c").glob("*.png"))
     for index in range(4):  # the same draw order, on a 28x28 window instead of the 16x16 patch
-        rng = np.random.default_rng([5, 0, index])
-        assert rng.choice(1, p=[1.0]) == 0
-        img = read_rgb_float(paths[int(rng.integers(3))])
-        top, left = int(rng.integers(40 - 28 + 1)), int(rng.integers(48 - 28 + 1))
-        window = img[top : top + 28, left : left + 28]
-        if rng.random() < 0.5:
-            window = window[:, ::-1]
+        window, rng = drawn_window(paths, 5, index)
         lq = degrade(np.ascontiguousarray(window), rng)
         item = ds[index]
         assert item["lq"].shape == item["gt"].shape == (3, 16, 16)
@@ -240,13 +247,7 @@ def test_base_makes_the_target_itself(tmp_path):
     noise = build_degradation({"kind": "noise", "sigma": 20})
     paths = sorted((tmp_path / "c").glob("*.png"))
     for index in range(4):  # the draw order of a plain source, with the base drawn before the degradation
-        rng = np.random.default_rng([5, 0, index])
-        assert rng.choice(1, p=[1.0]) == 0
-        img = read_rgb_float(paths[int(rng.integers(3))])
-        top, left = int(rng.integers(40 - 28 + 1)), int(rng.integers(48 - 28 + 1))
-        window = img[top : top + 28, left : left + 28]
-        if rng.random() < 0.5:
-            window = window[:, ::-1]
+        window, rng = drawn_window(paths, 5, index)
         target = blur(np.ascontiguousarray(window), rng)
         lq = noise(np.ascontiguousarray(target), rng)
         item = ds[index]

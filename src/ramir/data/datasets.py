@@ -101,11 +101,19 @@ class CleanSource:
     def subset(self, keep: Sequence[int]) -> CleanSource:
         return CleanSource(self.task, [self.paths[i] for i in keep], self.degradation, self.base)
 
+    def pair(self, clean: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(target, input) of one clean crop: ``base`` first (if any), then ``degradation``, both drawn
+        from ``rng`` in that order."""
+        gt = clean
+        if self.base is not None:
+            gt = np.asarray(self.base(np.ascontiguousarray(clean), rng), dtype=np.float32)
+        return gt, self.degradation(np.ascontiguousarray(gt), rng)
+
 
 class PairedSource:
     """Real (degraded, clean) pairs of files."""
 
-    degradation = None
+    degradation = base = None
 
     def __init__(self, task: str, pairs: Sequence[tuple[Path, Path]]) -> None:
         if not pairs:
@@ -198,11 +206,8 @@ class PatchSampler:
         vflip = o.vflip and rng.random() < 0.5
         rot = int(rng.integers(4)) if o.rot90 else 0
         gt = augment(gt[top : top + p, left : left + p], hflip, vflip, rot)
-        if lq is None:
-            base = getattr(self.source, "base", None)
-            if base is not None:  # the whole window, so that the centre sees real pixels around it
-                gt = np.asarray(base(np.ascontiguousarray(gt), rng), dtype=np.float32)
-            lq = self.source.degradation(np.ascontiguousarray(gt), rng)
+        if lq is None:  # the whole window, so that the centre sees real pixels around it
+            gt, lq = self.source.pair(gt, rng)
             if m:
                 gt, lq = (a[m : p - m, m : p - m] for a in (gt, lq))
         else:
@@ -223,11 +228,7 @@ def fixed_item(source: Source, index: int, size: int | None, seed: int) -> dict:
         gt = centre_crop(pad_to(gt, size, size), size)
         lq = centre_crop(pad_to(lq, size, size), size) if lq is not None else None
     if lq is None:
-        rng = np.random.default_rng(item_seed(seed, source.task, index))
-        base = getattr(source, "base", None)
-        if base is not None:
-            gt = np.asarray(base(np.ascontiguousarray(gt), rng), dtype=np.float32)
-        lq = source.degradation(np.ascontiguousarray(gt), rng)
+        gt, lq = source.pair(gt, np.random.default_rng(item_seed(seed, source.task, index)))
     return {"lq": to_tensor(lq), "gt": to_tensor(gt), "task": source.task, "name": source.name(index)}
 
 

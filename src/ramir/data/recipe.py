@@ -395,7 +395,7 @@ def source_reports(
             if src.type == "clean":
                 source = open_source(src)
                 rep.pairing = f"{len(source)} clean images, degradation {source.degradation}"
-                if getattr(source, "base", None) is not None:
+                if source.base is not None:
                     rep.pairing += f" of photos made into {source.base} first"
             else:
                 pairing = pair_source(src)
