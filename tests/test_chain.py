@@ -213,7 +213,7 @@ def test_export_whole_routed_model_runs_with_onnxruntime_alone(tmp_path, capsys,
         "routed", expert_arch="nafnet", expert_kwargs={"width": 8, "enc_blocks": [1], "middle_blocks": 1,
                                                          "dec_blocks": [1]},
         classes=["clean", "noise", "blur"], class_to_expert=[-1, 0, 1], experts=["noise", "deblur"],
-        max_steps=2, route_size=64,
+        max_steps=2, route_size=64, scale_check=40, scale_classes=["blur"], scale_restore=True,
     )
     with torch.no_grad():  # a router that tells images apart: logits from the input's statistics
         net.router.head[-1].weight.mul_(20.0)
@@ -232,6 +232,17 @@ def test_export_whole_routed_model_runs_with_onnxruntime_alone(tmp_path, capsys,
     ref = r.restore(img)
     assert experts == list(r.last_decisions[0].experts)
     assert np.abs(y - ref).max() < 1e-4
+    # a photo large enough for the second look (numpy's in run_exported, PyTorch's in the Restorer)
+    big = np.clip(flat(0.45, 96, 150) + np.random.default_rng(1).normal(0, 0.08, (96, 150, 3)), 0, 1)
+    big = big.astype(np.float32)
+    assert net.looks_twice(torch.zeros(1, 3, 96, 150))
+    y, experts = run_exported(manifest, big)
+    ref = r.restore(big)
+    assert experts == list(r.last_decisions[0].experts)
+    assert np.abs(y - ref).max() < 1e-4
+    forced = r.restore(big, expert="deblur")  # the deblurring expert on it works at the 40-px scale
+    small = r.restore(big, expert="noise")
+    assert forced.shape == small.shape == big.shape
     assert main(["export", str(ckpt), "-o", str(out)]) == 2  # exists: refused, nothing replaced
     assert "exists" in capsys.readouterr().err
     # the plain-onnxruntime code of docs/routing.md, run as written, does what run_exported does

@@ -262,6 +262,10 @@ def test_base_makes_the_target_itself(tmp_path):
     torch.testing.assert_close(item["lq"], item["gt"])
     photo = read_rgb_float(paths[0])
     assert np.abs(item["gt"].numpy().transpose(1, 2, 0) - photo[8:32, 12:36]).max() > 0.05
+    grown = build_dataset({"patch_size": 16, "samples_per_epoch": 2, "sources": [
+        {"name": "g", "root": str(tmp_path / "c"), "base": {"kind": "zoom", "scale": 2, "whole": True}}]})
+    with pytest.raises(DataError, match="changes the image's size"):  # an evaluation-only base
+        grown[0]
     with pytest.raises(ConfigError, match="'base' applies to clean sources"):
         parse_split({"sources": [{"root": str(tmp_path), "layout": "input_target",
                                   "base": {"kind": "blur"}}]}, where="data.train")

@@ -322,3 +322,23 @@ def test_new_blur_kernels_are_normalised_and_shaped():
     for seed in range(5):
         k = shake_trajectory_kernel(np.random.default_rng(seed), 30.0)
         assert k.sum() == pytest.approx(1.0, abs=1e-6) and k.shape[0] <= 2 * 30 + 5
+
+
+def test_zoom_enlarges_the_centre_and_softens_the_pixels(photo):
+    from ramir.data.variants import zoom
+
+    h, w = photo.shape[:2]
+    same = zoom(photo, 1.0)
+    np.testing.assert_allclose(same, photo, atol=1e-6)  # scale 1: the photo itself
+    z = zoom(photo, 2.0)
+    assert z.shape == photo.shape and z.dtype == np.float32
+    # the centre pixel stays (up to the interpolation), the corners come from the centre half
+    centre = photo[h // 4 : h // 4 + round(h / 2), w // 4 : w // 4 + round(w / 2)]
+    assert abs(float(z.mean()) - float(centre.mean())) < 0.02
+
+    def grad(a):
+        return float(np.abs(np.diff(a, axis=1)).mean())
+
+    assert grad(z) < 0.75 * grad(centre)  # enlarged: softer at the pixel level than the crop it shows
+    with pytest.raises(ValueError, match="at least 1"):
+        zoom(photo, 0.5)

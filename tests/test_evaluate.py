@@ -332,6 +332,30 @@ def test_only_list_keeps_the_named_images_and_none_is_the_clean_photo(data, tmp_
         ev.make_task("x", "clean", data / "clean", degradation="none", only=tmp_path / "missing.txt")
 
 
+def test_base_makes_the_target_of_a_clean_task(data, tmp_path):
+    from ramir.data.variants import zoom
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "tasks:\n"
+        f"  z: {{clean: {data / 'clean'}, base: {{kind: zoom, scale: 2}}, degradation: none}}\n"
+        f"  zn: {{clean: {data / 'clean'}, base: {{kind: zoom, scale: 2}}, degradation: noise, level: 25}}\n"
+    )
+    z, zn = ev.load_suite(suite).tasks
+    assert "after zoom scale=2" in z.describe()
+    for s, sn in zip(ev.iter_samples(z), ev.iter_samples(zn), strict=True):
+        photo = np.asarray(Image.open(data / "clean" / f"{s.name}.png"), dtype=np.float32) / 255.0
+        assert np.array_equal(s.gt_u8, metrics.quantize_u8(zoom(photo, 2.0)))  # the enlarged photo
+        assert np.array_equal(metrics.quantize_u8(s.lq), s.gt_u8)  # degradation none: the target itself
+        assert np.array_equal(sn.gt_u8, s.gt_u8) and not np.array_equal(metrics.quantize_u8(sn.lq), sn.gt_u8)
+    with pytest.raises(ConfigError, match="'base' is for a clean task"):
+        ev.make_task("p", "paired", data / "pairs", base={"kind": "zoom"})
+    with pytest.raises(ConfigError, match="spec with a kind"):
+        ev.make_task("c", "clean", data / "clean", degradation="none", base={"scale": 2})
+    with pytest.raises(ConfigError, match="unknown degradation"):
+        ev.make_task("c", "clean", data / "clean", degradation="none", base={"kind": "enlarge"})
+
+
 def test_select_keeps_the_named_suite_tasks(data, tmp_path, capsys):
     suite = tmp_path / "suite.yaml"
     suite.write_text("tasks:\n"

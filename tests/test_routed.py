@@ -11,7 +11,7 @@ import torch
 
 import ramir
 from ramir.archs import build_network
-from ramir.archs.routed import blockiness, centre_crop
+from ramir.archs.routed import blockiness, centre_crop, discount_scale, restore_small, second_look
 from ramir.checkpoints import load_network, save_checkpoint
 from ramir.imagespace import normalize
 from ramir.training.router import assemble, train_router
@@ -339,3 +339,68 @@ def test_class_bias_shifts_routing_and_travels_with_the_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="not a class"):
         build_network("routed", classes=["clean", "noise"], class_to_expert=[-1, 0], experts=["noise"],
                       expert_kwargs=NAF, class_bias={"rain": 1.0})
+
+
+def test_second_look_shrinks_by_area_and_discount_strikes_only_unseen_blur():
+    x = np.random.default_rng(0).random((2, 3, 60, 90)).astype(np.float32)
+    y = second_look(x, 20)
+    assert y.shape == (2, 3, 20, 30)  # the short side is the given one, the aspect kept
+    np.testing.assert_allclose(y[:, :, 0, 0], x[:, :, :3, :3].mean(axis=(2, 3)), rtol=1e-5)  # 3x3 means
+    p, struck = [0.1, 0.2, 0.5, 0.2], [2, 3]
+    assert discount_scale(p, [0.1, 0.1, 0.4, 0.4], struck, 0.5) == p  # blur seen at the small scale too
+    d = discount_scale(p, [0.9, 0.1, 0.0, 0.0], struck, 0.5)  # not seen there: struck, the rest renormalised
+    assert d[2] == d[3] == 0.0 and abs(sum(d) - 1.0) < 1e-9 and abs(d[1] / d[0] - 2.0) < 1e-9
+    assert discount_scale([0.0, 0.0, 0.5, 0.5], [1, 0, 0, 0], struck, 0.5) == [0.0, 0.0, 0.5, 0.5]
+
+
+class SizeRouter(torch.nn.Module):
+    """A stand-in router that takes every image wider than 50 px for a blurred one, smaller ones for clean:
+    what the real router does with a soft multi-megapixel photo and the same photo at its training scale."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        row = [0.0, -5.0, 3.0] if x.shape[-1] > 50 else [3.0, -5.0, 0.0]
+        return torch.tensor([row] * x.shape[0])
+
+
+def test_a_large_photo_is_deblurred_only_if_the_second_look_sees_blur(tmp_path):
+    net = routed()
+    net.router, net.route_size = SizeRouter(), 512
+    large, medium = torch.zeros(1, 3, 120, 120), torch.zeros(1, 3, 60, 60)
+    assert net.route(large) == [1] and net.route(medium) == [1]  # off (as before): both deblurred
+    net.scale_check, net.scale_classes = 40, ["blur"]  # a second look at 40 px, for images of 80 and more
+    assert net.looks_twice(large) and not net.looks_twice(medium)
+    probs, label = net.decide_one(large)
+    assert label == "clean" and probs["blur"] == 0.0  # clean at 40 px: the blur was the scale
+    assert net.route(medium) == [1]  # too small for a second look: as before
+    net.scale_threshold = 0.0  # blur "seen" at any probability: nothing is struck
+    assert net.route(large) == [1]
+    # the settings travel with the checkpoint
+    cfg = dict(classes=["clean", "noise", "blur"], class_to_expert=[-1, 0, 1], experts=["noise", "deblur"],
+               expert_kwargs=NAF, router_width=8, route_size=32)
+    saved = build_network("routed", **cfg, scale_check=40, scale_threshold=0.3, scale_classes=["blur"])
+    save_checkpoint(tmp_path / "s.safetensors", saved)
+    loaded = load_network(tmp_path / "s.safetensors")
+    assert (loaded.scale_check, loaded.scale_threshold, loaded.scale_classes) == (40, 0.3, ["blur"])
+    with pytest.raises(ValueError, match="not all classes"):  # the default names motion, not a class here
+        build_network("routed", **cfg, scale_check=40)
+
+
+def test_restore_small_adds_the_experts_change_at_the_small_scale_to_the_photo():
+    x = np.random.default_rng(0).random((1, 3, 90, 120)).astype(np.float32)
+    np.testing.assert_allclose(restore_small(x, 30, lambda a: a), x, atol=1e-6)  # no change: the photo
+    y = restore_small(x, 30, lambda a: a + 0.1)  # a uniform change, enlarged, is the same change
+    np.testing.assert_allclose(y, x + 0.1, atol=1e-5)
+    seen = []
+    restore_small(x, 30, lambda a: seen.append(a.shape) or a)
+    assert seen == [(1, 3, 30, 40)]  # the expert works at the second look's scale
+    net = routed()
+    net.scale_check, net.scale_classes, net.scale_restore = 40, ["blur"], True
+    large, medium = torch.zeros(1, 3, 90, 120), torch.zeros(1, 3, 60, 60)
+    assert net.restores_small("deblur", large)
+    assert not net.restores_small("noise", large) and not net.restores_small("deblur", medium)
+    net.router, net.route_size = SizeRouter(), 512
+    net.scale_threshold = 0.0  # the second look always "sees" the blur: the large photo is deblurred small
+    xl = torch.from_numpy(np.random.default_rng(1).random((1, 3, 90, 120)).astype(np.float32))
+    expected = restore_small(xl.numpy(), 40, lambda a: net.experts[1](torch.from_numpy(a)).detach().numpy())
+    with torch.no_grad():
+        np.testing.assert_allclose(net(xl).numpy(), expected, atol=1e-5)

@@ -60,6 +60,14 @@ SOURCE_CLASSES = {
     # seventh cycle (router_c7.yaml): the trajectory model's wandering, doubling-back paths
     "wander": "motion",
     "wander_noise": "motion",
+    # eighth cycle (router_c8.yaml): bright, low-contrast photos (a thin white veil) blurred or shaken
+    "veil_blur": "blur",
+    "veil_motion": "motion",
+    # (router_c8b.yaml) photos enlarged to a camera photo's pixel-level softness, then noised or compressed
+    "zoom_camera": "noise",
+    "zoom_noise": "noise",
+    "zoom_jpeg": "jpeg",
+    "zoom_clean": "clean",
 }
 
 

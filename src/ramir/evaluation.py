@@ -7,7 +7,8 @@ A **task** is one test set with one degradation:
   ``low``/``high``; the layout is detected or named; a suite file may name the two sub-folders);
 * ``clean``: a folder of clean images, degraded here, deterministically: every image gets its own seed
   derived from the task seed and its file name (:func:`image_seed`), so ``--max-images`` and the
-  order of files never change an image's degradation.
+  order of files never change an image's degradation. A clean task's ``base`` (a degradation spec, e.g.
+  ``{kind: zoom, scale: 3}``) is applied to the photo first and its result is the target.
 
 Degradations of clean images: the paper's test settings (``noise`` sigma 15/25/50 on 0-255, ``blur``
 sigma 2.0 with a 15x15 kernel, ``jpeg`` quality 50; :func:`ramir.data.degradations.degrade_for_test`),
@@ -82,6 +83,9 @@ class TaskSpec:
     seed: int = 0
     only: Path | None = None  # a name list (configs/splits/): the task keeps these images only
     options: dict[str, Any] = field(default_factory=dict)  # clean only: further keys of the degradation
+    # clean only: a degradation spec applied to the clean image first, whose result is the target (and
+    # what ``degradation`` then degrades), e.g. ``{kind: zoom, scale: 3}`` for large-photo softness
+    base: dict[str, Any] | None = None
 
     def describe(self) -> str:
         if self.source == "paired":
@@ -90,7 +94,11 @@ class TaskSpec:
         level = "" if self.level is None else f" {self.level:g}"
         files = ("bank", "bank_only", "bank_exclude", "kernels")
         extra = "".join(f", {k}={Path(v).name if k in files else v}" for k, v in self.options.items())
-        return f"clean {self.root} + {self.degradation}{level}{extra} (seed {self.seed})"
+        base = ""
+        if self.base:
+            keys = "".join(f" {k}={v}" for k, v in self.base.items() if k != "kind")
+            base = f" after {self.base['kind']}{keys} (the target)"
+        return f"clean {self.root} + {self.degradation}{level}{extra}{base} (seed {self.seed})"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -139,11 +147,14 @@ def make_task(
     seed: int = 0,
     only: str | Path | None = None,
     options: dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
 ) -> TaskSpec:
     """Validate and build a :class:`TaskSpec` (the folder must exist; a paired layout is detected).
 
     ``only``: a name list file (``configs/splits/``); the task keeps the images it names. ``options``:
     further keys of a clean task's degradation (validated here; a rain_transfer ``bank`` is read here).
+    ``base``: a degradation spec (``{kind: zoom, scale: 3}``) that makes the target of a clean task from
+    its photo; the task's degradation is then applied to that target.
     """
     from ramir.data.folders import LAYOUTS
 
@@ -164,6 +175,8 @@ def make_task(
             raise ConfigError(f"task {name!r}: unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
         if layout is None:
             layout = "input_target" if input_dir else detect_layout(path)
+        if base is not None:
+            raise ConfigError(f"task {name!r}: 'base' is for a clean task (a paired task has its target)")
         return TaskSpec(name, "paired", path, layout, input_dir, target_dir, seed=int(seed), only=only)
     if source == "clean":
         if degradation is None:
@@ -177,10 +190,16 @@ def make_task(
 
         try:
             build_degradation({"kind": kind, **opts})  # unknown keys, ranges, required files (a bank)
+            if base is not None:
+                if not isinstance(base, dict) or "kind" not in base:
+                    raise ConfigError("'base' is a degradation spec with a kind, e.g. {kind: zoom, scale: 3}")
+                base = {**base, "kind": canonical_degradation(str(base["kind"]))}
+                build_degradation(base)
         except ConfigError as exc:
             raise ConfigError(f"task {name!r}: {exc}") from None
         return TaskSpec(
-            name, "clean", path, degradation=kind, level=lvl, seed=int(seed), only=only, options=opts
+            name, "clean", path, degradation=kind, level=lvl, seed=int(seed), only=only, options=opts,
+            base=None if base is None else dict(base),
         )
     raise ConfigError(f"task {name!r}: source must be 'paired' or 'clean', got {source!r}")
 
@@ -234,7 +253,8 @@ class Suite:
 
 _SUITE_KEYS = {"tasks", "models", "baselines", "seed", "max_images", "data_root"}
 _TASK_KEYS = {
-    "paired", "clean", "layout", "input", "target", "degradation", "level", "seed", "only", "options"
+    "paired", "clean", "layout", "input", "target", "degradation", "level", "seed", "only", "options",
+    "base",
 }
 
 
@@ -300,6 +320,7 @@ def load_suite(path: str | Path, seed: int | None = None, data_root: str | Path 
                     seed=task_seed,
                     only=only,
                     options=options,
+                    base=t.get("base"),
                 )
             )
         elif "paired" in t:
@@ -313,6 +334,7 @@ def load_suite(path: str | Path, seed: int | None = None, data_root: str | Path 
                     target_dir=None if t.get("target") is None else str(t["target"]),
                     seed=task_seed,
                     only=only,
+                    base=t.get("base"),
                 )
             )
         else:
@@ -401,7 +423,11 @@ def iter_samples(task: TaskSpec, max_images: int | None = None) -> Iterator[Samp
                     f"{tgt.name} is {gt_u8.shape[1]}x{gt_u8.shape[0]}"
                 )
         else:
-            gt_u8 = metrics.quantize_u8(read_rgb_float(inp))
+            photo = read_rgb_float(inp)
+            if task.base:
+                opts = {k: v for k, v in task.base.items() if k != "kind"}
+                photo = degrade(photo, task.base["kind"], None, image_seed(task.seed, "base/" + name), opts)
+            gt_u8 = metrics.quantize_u8(photo)
             clean01 = gt_u8.astype(np.float32) / np.float32(255.0)
             lq = degrade(
                 clean01, task.degradation, task.level, image_seed(task.seed, name), task.options

@@ -250,6 +250,16 @@ def export_routed(
             "padding": "reflect-pad the bottom/right to a multiple of size_multiple, crop back",
             "max_steps": int(getattr(network, "max_steps", 1)),
             "chain_threshold": float(getattr(network, "chain_threshold", 0.0)),
+            "scale_check": int(getattr(network, "scale_check", 0)),
+            "scale_threshold": float(getattr(network, "scale_threshold", 0.5)),
+            "scale_classes": list(getattr(network, "scale_classes", ["blur", "motion"])),
+            "scale_restore": bool(getattr(network, "scale_restore", False)),
+            "scale_rule": "when the short side is at least 2 scale_check (0: never), route the whole "
+                          "image shrunk by area averaging to that short side too; if its scale_classes "
+                          "together are below scale_threshold, zero them in the native-resolution "
+                          "probabilities and renormalise, before the rule below; with scale_restore, "
+                          "the experts of scale_classes run on that shrunk image and their change, "
+                          "enlarged (bicubic), is added to the image",
             "rule": "choose the most probable class; a class whose expert is null needs keep_threshold, "
                     "else the most probable class with an expert; apply it, route again, up to "
                     "max_steps; stop on a null expert, an expert already applied, or (after the first) "
@@ -276,7 +286,8 @@ def run_exported(
     alone (the reference for docs/export.md's short version); returns the image and the experts applied."""
     import onnxruntime as ort
 
-    from ramir.archs.routed import centre_crop  # slicing only: the same crop on a numpy array
+    # numpy only: the same crop, second look and discount as RoutedNetwork.decide
+    from ramir.archs.routed import centre_crop, discount_scale, restore_small, second_look
     from ramir.routing import run_chain
 
     path = Path(manifest)
@@ -293,12 +304,25 @@ def run_exported(
 
     def route(x: np.ndarray) -> tuple[dict[str, float], str]:
         p = session(m["router"]).run(None, {"image": centre_crop(x, m["route_size"])})[0][0]
+        if side and min(x.shape[-2:]) >= 2 * side:
+            small = centre_crop(second_look(x, side), m["route_size"])
+            q = session(m["router"]).run(None, {"image": small})[0][0]
+            struck = [classes.index(c) for c in m["scale_classes"]]
+            p = np.asarray(discount_scale(p, q, struck, m["scale_threshold"]), dtype=np.float32)
         best = int(np.argmax(p))
         if to_expert[best] is None and p[best] < m["keep_threshold"]:
             best = int(np.argmax([q if to_expert[i] is not None else -1.0 for i, q in enumerate(p)]))
         return {c: float(q) for c, q in zip(classes, p, strict=True)}, classes[best]
 
+    side = int(m.get("scale_check", 0))
+    small_experts = {to_expert[classes.index(c)] for c in m.get("scale_classes", []) if c in classes} - {None}
+
     def apply(name: str, x: np.ndarray) -> np.ndarray:
+        if m.get("scale_restore") and name in small_experts and side and min(x.shape[-2:]) >= 2 * side:
+            return np.clip(restore_small(x, side, lambda a: native(name, a)), 0.0, 1.0).astype(np.float32)
+        return native(name, x)
+
+    def native(name: str, x: np.ndarray) -> np.ndarray:
         h, w = x.shape[-2:]
         k = m["size_multiple"]
         xp = np.pad(x, ((0, 0), (0, 0), (0, -h % k), (0, -w % k)), mode="reflect")
@@ -344,9 +368,17 @@ def _check_routed(
         with torch.inference_mode():
             return net.decide_one(normalize(x))
 
-    def apply(name: str, x: torch.Tensor) -> torch.Tensor:
+    def native(name: str, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return denormalize(net.expert_module(net.expert_names.index(name))(normalize(x))).clamp(0, 1)
+
+    def apply(name: str, x: torch.Tensor) -> torch.Tensor:
+        if net.restores_small(name, x):  # a large photo's blur, at the second look's scale
+            from ramir.archs.routed import restore_small
+
+            y = restore_small(x.numpy(), net.scale_check, lambda a: native(name, torch.from_numpy(a)).numpy())
+            return torch.from_numpy(y).clamp(0, 1)
+        return native(name, x)
 
     sessions: dict = {}
     worst: dict[str, float] = {}

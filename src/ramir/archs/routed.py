@@ -21,6 +21,19 @@ as MoCE-IR, at the granularity of a whole image).
 
 ``ramir.inference`` routes once per image (on the whole image, before tiling) and restores every tile
 with the chosen expert, so tiles never disagree; calling the module directly routes each input.
+
+**Large photos: a second look at the training photos' scale** (``scale_check``). The training photos
+(0.15 MP) were shrunk from camera images and are sharp at the pixel level; a multi-megapixel photo is
+soft there, and its native-resolution crop looks blurred to the router even when the photo is not
+(whole camera photos with real noise went to the deblurring expert, which sharpened the noise). When the
+short side is at least twice ``scale_check``, the router also looks at the whole image shrunk to that
+short side (:func:`second_look`); if blur is not seen there (the ``scale_classes`` together below
+``scale_threshold``), those classes are struck from the native-resolution probabilities and the rest
+renormalised (:func:`discount_scale`): what remains is the router's view of everything but sharpness.
+A blur that is real survives the shrinking, and with ``scale_restore`` its expert then works at that
+scale too (:func:`restore_small`: the expert's change to the shrunk photo, enlarged, is added to the
+photo): a 40-px shake on a photo enlarged 2.5 times is out of the expert's reach at native resolution
+and a 16-px one at the shrunk scale. Chosen on ``configs/eval/validation_large.yaml``.
 """
 
 from __future__ import annotations
@@ -29,6 +42,8 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import cv2
+import numpy as np
 import torch
 from torch import nn
 
@@ -146,6 +161,41 @@ def centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     return x[..., top : top + ch, left : left + cw]
 
 
+def second_look(x: np.ndarray, side: int) -> np.ndarray:
+    """(N, C, H, W) float32 images shrunk by area averaging so that the short side is ``side`` px (the
+    scale of the router's training photos); numpy, so that PyTorch and onnxruntime routing share it."""
+    h, w = x.shape[-2:]
+    f = min(h, w) / float(side)
+    size = (max(1, round(w / f)), max(1, round(h / f)))
+    out = [cv2.resize(np.ascontiguousarray(img.transpose(1, 2, 0)), size, interpolation=cv2.INTER_AREA)
+           for img in np.asarray(x, dtype=np.float32)]
+    return np.stack([o.reshape(size[1], size[0], -1).transpose(2, 0, 1) for o in out])
+
+
+def restore_small(x: np.ndarray, side: int, expert: Any) -> np.ndarray:
+    """An expert applied at the second look's scale: ``x`` (N, C, H, W) shrunk (:func:`second_look`), the
+    expert's change to it enlarged back (bicubic) and added to ``x``, so the photo's own fine detail stays.
+    ``expert`` maps an (N, C, h, w) float32 numpy array to one of the same shape."""
+    small = second_look(x, side)
+    change = np.asarray(expert(small), dtype=np.float32) - small
+    h, w = x.shape[-2:]
+    up = [cv2.resize(np.ascontiguousarray(c.transpose(1, 2, 0)), (w, h), interpolation=cv2.INTER_CUBIC)
+          for c in change]
+    return np.asarray(x, dtype=np.float32) + np.stack([u.reshape(h, w, -1).transpose(2, 0, 1) for u in up])
+
+
+def discount_scale(p: Sequence[float], q: Sequence[float], struck: Sequence[int], threshold: float
+                   ) -> list[float]:
+    """Class probabilities ``p`` (native resolution) with the ``struck`` classes removed and the rest
+    renormalised, unless the second look ``q`` gives them together at least ``threshold``."""
+    p = [float(v) for v in p]
+    if sum(float(q[i]) for i in struck) >= threshold:
+        return p
+    kept = [0.0 if i in struck else v for i, v in enumerate(p)]
+    total = sum(kept)
+    return [v / total for v in kept] if total > 0 else p
+
+
 class RoutedNetwork(nn.Module):
     """A router and experts; ``forward`` restores each image with the expert its class maps to."""
 
@@ -164,6 +214,10 @@ class RoutedNetwork(nn.Module):
         max_steps: int = 1,
         chain_threshold: float = 0.0,
         refine: Mapping[str, Sequence[float]] | None = None,
+        scale_check: int = 0,
+        scale_threshold: float = 0.5,
+        scale_classes: Sequence[str] = ("blur", "motion"),
+        scale_restore: bool = False,
     ) -> None:
         super().__init__()
         from ramir.archs import build_network
@@ -195,6 +249,15 @@ class RoutedNetwork(nn.Module):
         if unknown:
             raise ValueError(f"refine names {unknown[0]!r}, not an expert ({', '.join(experts)})")
         self.refine = {str(k): (int(v[0]), float(v[1])) for k, v in (refine or {}).items()}
+        # the second look of large photos (module docstring); 0 = off, as every model before it
+        if int(scale_check) < 0:
+            raise ValueError(f"scale_check is a short side in px (0: off), got {scale_check}")
+        self.scale_check, self.scale_threshold = int(scale_check), float(scale_threshold)
+        self.scale_classes = [str(c) for c in scale_classes]
+        self.scale_restore = bool(scale_restore)
+        if self.scale_check and not set(self.scale_classes) <= set(self.classes):
+            raise ValueError(
+                f"scale_classes {self.scale_classes} are not all classes ({', '.join(self.classes)})")
         self.router = DegradationRouter(len(self.classes), router_width)
         self.experts = nn.ModuleList(build_network(expert_arch, **dict(expert_kwargs or {})) for _ in experts)
         multiples = {int(getattr(e, "size_multiple", 1)) for e in self.experts}
@@ -222,6 +285,14 @@ class RoutedNetwork(nn.Module):
         """The class probabilities (N, classes), float32, and the class chosen for each image
         (:meth:`route_classes`' rule)."""
         probs = torch.softmax(self.route_logits(x).float(), dim=1)
+        if self.looks_twice(x):
+            small = torch.from_numpy(second_look(x.detach().float().cpu().numpy(), self.scale_check))
+            q = torch.softmax(self.route_logits(small.to(x.device, x.dtype)).float(), dim=1)
+            struck = [self.classes.index(c) for c in self.scale_classes]
+            rows = zip(probs.tolist(), q.tolist(), strict=True)
+            probs = torch.tensor(
+                [discount_scale(pi, qi, struck, self.scale_threshold) for pi, qi in rows], device=probs.device
+            )
         keep = torch.tensor([e < 0 for e in self.class_to_expert], device=probs.device)
         best = probs.argmax(1)
         if self.keep_threshold > 0 and not bool(keep.all()):
@@ -229,6 +300,27 @@ class RoutedNetwork(nn.Module):
             unsure = keep[best] & (probs.gather(1, best[:, None])[:, 0] < self.keep_threshold)
             best = torch.where(unsure, restoring, best)
         return probs, best.tolist()
+
+    def looks_twice(self, x: torch.Tensor) -> bool:
+        """Whether ``x`` is large enough for the second look (short side >= 2 ``scale_check``)."""
+        return self.scale_check > 0 and min(x.shape[-2:]) >= 2 * self.scale_check
+
+    def restores_small(self, name: str, x: torch.Tensor) -> bool:
+        """Whether expert ``name`` works on ``x`` at the second look's scale (``scale_restore``: the
+        experts of ``scale_classes``, on an image large enough for the second look)."""
+        if not (self.scale_restore and self.looks_twice(x)):
+            return False
+        ks = {self.class_to_expert[self.classes.index(c)] for c in self.scale_classes}
+        return name in {self.expert_names[k] for k in ks if k >= 0}
+
+    def _restore_small(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        module = self.expert_module(k)
+
+        def expert(a: np.ndarray) -> np.ndarray:
+            return module(torch.from_numpy(a).to(x.device, x.dtype)).float().cpu().numpy()
+
+        y = restore_small(x.detach().float().cpu().numpy(), self.scale_check, expert)
+        return torch.from_numpy(y).to(x.device, x.dtype)
 
     def decide_one(self, x: torch.Tensor) -> tuple[dict[str, float], str]:
         """One image's class probabilities by class name, and the class :meth:`decide` chooses."""
@@ -260,7 +352,12 @@ class RoutedNetwork(nn.Module):
         outs = []
         for i, k in enumerate(self.route(x)):
             xi = x[i : i + 1]
-            outs.append(xi.clone() if k < 0 else self.expert_module(k)(xi))
+            if k < 0:
+                outs.append(xi.clone())
+            elif self.restores_small(self.expert_names[k], xi):
+                outs.append(self._restore_small(k, xi))
+            else:
+                outs.append(self.expert_module(k)(xi))
         return torch.cat(outs, dim=0)
 
 

@@ -32,6 +32,8 @@ suite file (--suite FILE, YAML; relative paths are relative to the file):
     light-rain:     {{clean: CBSD68, degradation: rain_transfer, level: 0.5,
                      options: {{bank: Rain100H, bank_only: held_out.txt, single: 1.0}}}}
                     # options: further keys of the degradation; bank beside the data, name lists as only:
+    large-noise:    {{clean: CBSD68, base: {{kind: zoom, scale: 3}}, degradation: noise, level: 15}}
+                    # base: applied to the photo first; its result is the target (here: enlarged)
   models:                     # optional; --model adds to these
     ram-swinir: checkpoints/ram_swinir.safetensors
   baselines: [input, nlm]     # optional; --baseline adds to these

@@ -63,6 +63,9 @@ def _routing(info: dict) -> list[tuple[str, str]]:
         ("chain", f"at most {cfg.get('max_steps', 1)} step(s); a later step needs p >= "
                   f"{cfg.get('chain_threshold', 0.0):g}"),
         ("router crop", f"{cfg.get('route_size', 512)} px (centre)"),
+        ("large photos", f"second look at a {cfg['scale_check']}-px short side (blur and motion struck "
+                         f"below p {cfg.get('scale_threshold', 0.5):g} there)" if cfg.get("scale_check")
+                         else "off"),
     ]
 
 

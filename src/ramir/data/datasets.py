@@ -107,6 +107,9 @@ class CleanSource:
         gt = clean
         if self.base is not None:
             gt = np.asarray(self.base(np.ascontiguousarray(clean), rng), dtype=np.float32)
+            if gt.shape != clean.shape:  # e.g. zoom with whole: true, an evaluation task's base
+                raise DataError(f"source {self.task!r}: its base changes the image's size "
+                                f"({clean.shape[1]}x{clean.shape[0]} -> {gt.shape[1]}x{gt.shape[0]})")
         return gt, self.degradation(np.ascontiguousarray(gt), rng)
 
 

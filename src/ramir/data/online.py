@@ -111,6 +111,8 @@ DEGRADATIONS: dict[str, DegradationKind] = {
     "colour_haze": _synthetic(var.random_colour_haze, "haze with coloured airlight, LEVEL = beta (", "beta"),
     "cast_low_light": _synthetic(var.random_cast_low_light, "low light under a coloured illuminant, "
                                  "LEVEL = exposure (", "exposure"),
+    "zoom": _synthetic(var.random_zoom, "the centre enlarged to the full size (the pixel-level softness of "
+                       "a multi-megapixel photo; a base, not a degradation), LEVEL = scale (", "scale"),
     "chain": DegradationKind(
         lambda img, rng, **_: img, "several degradations in a row (steps: [spec, ...], shuffle: 0|1)"),
     "poisson": DegradationKind(
@@ -299,6 +301,10 @@ def build_degradation(
                         str(value), only=spec.get("bank_only"), exclude=spec.get("bank_exclude"))
                     if load else str(value)
                 )
+        elif isinstance(options.get(key), bool):  # a switch (zoom's whole)
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name}: expected true or false, got {value!r}")
+            params[key] = value
         elif key == "kernels":
             if not isinstance(value, str | Path):
                 raise ConfigError(f"{name}: expected a path to a .mat file, got {value!r}")
