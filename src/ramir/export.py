@@ -301,10 +301,15 @@ def run_exported(
         return sessions[file]
 
     classes, to_expert = m["classes"], m["class_to_expert"]
+    side = int(m.get("scale_check", 0))
+    small_experts = {to_expert[classes.index(c)] for c in m.get("scale_classes", []) if c in classes} - {None}
+
+    def large(x: np.ndarray) -> bool:  # RoutedNetwork.looks_twice
+        return bool(side) and min(x.shape[-2:]) >= 2 * side
 
     def route(x: np.ndarray) -> tuple[dict[str, float], str]:
         p = session(m["router"]).run(None, {"image": centre_crop(x, m["route_size"])})[0][0]
-        if side and min(x.shape[-2:]) >= 2 * side:
+        if large(x):
             small = centre_crop(second_look(x, side), m["route_size"])
             q = session(m["router"]).run(None, {"image": small})[0][0]
             struck = [classes.index(c) for c in m["scale_classes"]]
@@ -314,11 +319,8 @@ def run_exported(
             best = int(np.argmax([q if to_expert[i] is not None else -1.0 for i, q in enumerate(p)]))
         return {c: float(q) for c, q in zip(classes, p, strict=True)}, classes[best]
 
-    side = int(m.get("scale_check", 0))
-    small_experts = {to_expert[classes.index(c)] for c in m.get("scale_classes", []) if c in classes} - {None}
-
     def apply(name: str, x: np.ndarray) -> np.ndarray:
-        if m.get("scale_restore") and name in small_experts and side and min(x.shape[-2:]) >= 2 * side:
+        if m.get("scale_restore") and name in small_experts and large(x):
             return np.clip(restore_small(x, side, lambda a: native(name, a)), 0.0, 1.0).astype(np.float32)
         return native(name, x)
 
@@ -374,10 +376,7 @@ def _check_routed(
 
     def apply(name: str, x: torch.Tensor) -> torch.Tensor:
         if net.restores_small(name, x):  # a large photo's blur, at the second look's scale
-            from ramir.archs.routed import restore_small
-
-            y = restore_small(x.numpy(), net.scale_check, lambda a: native(name, torch.from_numpy(a)).numpy())
-            return torch.from_numpy(y).clamp(0, 1)
+            return net.restore_small(x, lambda t: native(name, t)).clamp(0, 1)
         return native(name, x)
 
     sessions: dict = {}

@@ -455,13 +455,7 @@ class Restorer:
     def _apply_expert(self, name: str, x01: torch.Tensor) -> torch.Tensor:
         k = self.network.expert_names.index(name)
         if self.network.restores_small(name, x01):  # a large photo's blur: at the training photos' scale
-            from ramir.archs.routed import restore_small
-
-            def small(a: np.ndarray) -> np.ndarray:
-                return self._apply_native(k, torch.from_numpy(a)).cpu().numpy()
-
-            y = restore_small(x01.detach().float().cpu().numpy(), self.network.scale_check, small)
-            return torch.from_numpy(y).to(x01.device, x01.dtype).clamp(0.0, 1.0)
+            return self.network.restore_small(x01, lambda t: self._apply_native(k, t)).clamp(0.0, 1.0)
         return self._apply_native(k, x01)
 
     def _apply_native(self, k: int, x01: torch.Tensor) -> torch.Tensor:

@@ -161,15 +161,19 @@ def centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     return x[..., top : top + ch, left : left + cw]
 
 
+def _resize(x: np.ndarray, size: tuple[int, int], interpolation: int) -> np.ndarray:
+    """(N, C, H, W) float32 images resized by OpenCV to ``size`` = (width, height)."""
+    out = [cv2.resize(np.ascontiguousarray(img.transpose(1, 2, 0)), size, interpolation=interpolation)
+           for img in np.asarray(x, dtype=np.float32)]
+    return np.stack([o.reshape(size[1], size[0], -1).transpose(2, 0, 1) for o in out])
+
+
 def second_look(x: np.ndarray, side: int) -> np.ndarray:
     """(N, C, H, W) float32 images shrunk by area averaging so that the short side is ``side`` px (the
     scale of the router's training photos); numpy, so that PyTorch and onnxruntime routing share it."""
     h, w = x.shape[-2:]
     f = min(h, w) / float(side)
-    size = (max(1, round(w / f)), max(1, round(h / f)))
-    out = [cv2.resize(np.ascontiguousarray(img.transpose(1, 2, 0)), size, interpolation=cv2.INTER_AREA)
-           for img in np.asarray(x, dtype=np.float32)]
-    return np.stack([o.reshape(size[1], size[0], -1).transpose(2, 0, 1) for o in out])
+    return _resize(x, (max(1, round(w / f)), max(1, round(h / f))), cv2.INTER_AREA)
 
 
 def restore_small(x: np.ndarray, side: int, expert: Any) -> np.ndarray:
@@ -179,9 +183,7 @@ def restore_small(x: np.ndarray, side: int, expert: Any) -> np.ndarray:
     small = second_look(x, side)
     change = np.asarray(expert(small), dtype=np.float32) - small
     h, w = x.shape[-2:]
-    up = [cv2.resize(np.ascontiguousarray(c.transpose(1, 2, 0)), (w, h), interpolation=cv2.INTER_CUBIC)
-          for c in change]
-    return np.asarray(x, dtype=np.float32) + np.stack([u.reshape(h, w, -1).transpose(2, 0, 1) for u in up])
+    return np.asarray(x, dtype=np.float32) + _resize(change, (w, h), cv2.INTER_CUBIC)
 
 
 def discount_scale(p: Sequence[float], q: Sequence[float], struck: Sequence[int], threshold: float
@@ -313,13 +315,14 @@ class RoutedNetwork(nn.Module):
         ks = {self.class_to_expert[self.classes.index(c)] for c in self.scale_classes}
         return name in {self.expert_names[k] for k in ks if k >= 0}
 
-    def _restore_small(self, k: int, x: torch.Tensor) -> torch.Tensor:
-        module = self.expert_module(k)
+    def restore_small(self, x: torch.Tensor, expert: Any) -> torch.Tensor:
+        """:func:`restore_small` on a tensor at this model's ``scale_check``: ``expert`` maps a tensor
+        (on ``x``'s device and dtype) to one of the same shape; the result is not clamped."""
 
-        def expert(a: np.ndarray) -> np.ndarray:
-            return module(torch.from_numpy(a).to(x.device, x.dtype)).float().cpu().numpy()
+        def run(a: np.ndarray) -> np.ndarray:
+            return expert(torch.from_numpy(a).to(x.device, x.dtype)).float().cpu().numpy()
 
-        y = restore_small(x.detach().float().cpu().numpy(), self.scale_check, expert)
+        y = restore_small(x.detach().float().cpu().numpy(), self.scale_check, run)
         return torch.from_numpy(y).to(x.device, x.dtype)
 
     def decide_one(self, x: torch.Tensor) -> tuple[dict[str, float], str]:
@@ -355,7 +358,7 @@ class RoutedNetwork(nn.Module):
             if k < 0:
                 outs.append(xi.clone())
             elif self.restores_small(self.expert_names[k], xi):
-                outs.append(self._restore_small(k, xi))
+                outs.append(self.restore_small(xi, self.expert_module(k)))
             else:
                 outs.append(self.expert_module(k)(xi))
         return torch.cat(outs, dim=0)
