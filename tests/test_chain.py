@@ -214,6 +214,7 @@ def test_export_whole_routed_model_runs_with_onnxruntime_alone(tmp_path, capsys,
                                                          "dec_blocks": [1]},
         classes=["clean", "noise", "blur"], class_to_expert=[-1, 0, 1], experts=["noise", "deblur"],
         max_steps=2, route_size=64, scale_check=40, scale_classes=["blur"], scale_restore=True,
+        keep_threshold=0.9, doubt_experts=["noise"],
     )
     with torch.no_grad():  # a router that tells images apart: logits from the input's statistics
         net.router.head[-1].weight.mul_(20.0)

@@ -404,3 +404,64 @@ def test_restore_small_adds_the_experts_change_at_the_small_scale_to_the_photo()
     expected = restore_small(xl.numpy(), 40, lambda a: net.experts[1](torch.from_numpy(a)).detach().numpy())
     with torch.no_grad():
         np.testing.assert_allclose(net(xl).numpy(), expected, atol=1e-5)
+
+
+def test_one_expert_can_be_built_larger_and_its_checkpoint_keeps_the_size(tmp_path: Path) -> None:
+    """expert_overrides: a grown noise expert beside small ones; the checkpoint rebuilds both sizes."""
+    net = build_network("routed", classes=["clean", "noise", "blur"], class_to_expert=[-1, 0, 1],
+                        experts=["noise", "deblur"], expert_kwargs=NAF, router_width=8, route_size=32,
+                        expert_overrides={"noise": {"middle_blocks": 3}})
+    assert len(net.experts[0].middle) == 3 and len(net.experts[1].middle) == 1
+    save_checkpoint(tmp_path / "r.safetensors", net, stage="routed")
+    back = load_network(tmp_path / "r.safetensors")
+    assert [len(e.middle) for e in back.experts] == [3, 1]
+    with pytest.raises(ValueError, match="not an expert"):
+        build_network("routed", classes=["clean", "noise"], class_to_expert=[-1, 0], experts=["noise"],
+                      expert_kwargs=NAF, expert_overrides={"rain": {"middle_blocks": 2}})
+
+
+def test_a_grown_expert_computes_what_it_grew_from() -> None:
+    """grow_expert.py appends blocks whose residual scales start at zero: the output must not move, and a
+    stage can only grow."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "experts" / "grow_expert.py"
+    spec = importlib.util.spec_from_file_location("grow_expert", path)
+    grow_expert = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(grow_expert)
+    torch.manual_seed(0)
+    small = build_network("nafnet", width=8, enc_blocks=[1, 1], middle_blocks=1, dec_blocks=[1, 1])
+    for m in small.modules():  # trained-looking scales, so that every block changes its input
+        if hasattr(m, "beta"):
+            torch.nn.init.uniform_(m.beta, 0.2, 0.4)
+            torch.nn.init.uniform_(m.gamma, 0.2, 0.4)
+    big = grow_expert.grow(small.eval(), {"middle_blocks": 3, "enc_blocks": [2, 1]})
+    assert len(big.middle) == 3 and len(big.encoders[0]) == 2
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(big(x), small(x))
+    with pytest.raises(SystemExit, match="grow"):
+        grow_expert.grow(small, {"middle_blocks": 0})
+
+
+def test_a_doubtful_clean_falls_back_only_to_the_doubt_experts() -> None:
+    """choose_class: clean below keep_threshold goes to the most probable expert of doubt_experts (all
+    experts when None), and stays unchanged when none is allowed; a sure clean is kept."""
+    from ramir.archs.routed import choose_class
+
+    experts = [None, "noise", "tone", "rain"]
+    p = [0.6, 0.05, 0.25, 0.1]
+    assert choose_class(p, experts, 0.9) == 2  # the old rule: any expert
+    assert choose_class(p, experts, 0.9, ["noise", "rain"]) == 3
+    assert choose_class(p, experts, 0.9, []) == 0
+    assert choose_class(p, experts, 0.5, ["noise"]) == 0  # sure enough: kept
+    assert choose_class([0.2, 0.1, 0.7, 0.0], experts, 0.9, ["noise"]) == 2  # not in doubt: the argmax
+    net = routed(bias=[1.0, 0.2, 0.0])  # clean p ~0.5 at every image: below the keep threshold
+    net.keep_threshold = 0.9
+    x = torch.randn(2, 3, 32, 32)
+    assert net.route_classes(x) == [1, 1]
+    net.doubt_experts = ["deblur"]
+    assert net.route_classes(x) == [2, 2]
+    with pytest.raises(ValueError, match="doubt_experts"):
+        build_network("routed", classes=["clean", "noise"], class_to_expert=[-1, 0], experts=["noise"],
+                      expert_kwargs=NAF, doubt_experts=["tone"])

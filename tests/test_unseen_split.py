@@ -16,7 +16,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 # the split's kinds that no recipe may draw; camera_noise left the list in the sixth cycle (its noise
 # expert and router train on it, said in the split's header and in docs/data.md)
-UNSEEN_KINDS = {"shake", "gg_blur", "spatial_noise", "jpeg_variant", "colour_haze", "cast_low_light"}
+UNSEEN_KINDS = {"shake", "gg_blur", "spatial_noise", "jpeg_variant", "colour_haze", "cast_low_light",
+                "salt_pepper"}
 NOW_DRAWN = {"camera_noise"}
 LEVIN_BEFORE = {  # recipes written before the split existed (2026-12-06), kept to reproduce earlier work
     "configs/default_pretrain.yaml",

@@ -4,10 +4,12 @@
         runs/routed_chain2.safetensors --set max_steps=2 --set chain_threshold=0.5 \\
         --expert deblur=runs/expert_deblur_cycle4/final.safetensors --fp16
 
-``--set`` takes the routed network's settings (max_steps, chain_threshold, keep_threshold, route_size,
-class_bias.NAME); ``--expert NAME=CKPT`` replaces one expert's weights by a checkpoint's EMA weights
-(same architecture); ``--fp16`` stores floating tensors in half precision (loading upcasts them: the
-embedded file halves, and outputs move by far less than 0.05 dB, benchmarks/fp16_weights.py).
+``--set`` takes the routed network's settings (max_steps, chain_threshold, keep_threshold,
+doubt_experts as a JSON list, route_size, class_bias.NAME); ``--expert NAME=CKPT`` replaces one expert's
+weights by a checkpoint's EMA weights (a grown expert, grow_expert.py, keeps its own size through the
+routed network's ``expert_overrides``); ``--fp16`` stores floating tensors in half precision (loading
+upcasts them: the embedded file halves, and outputs move by far less than 0.05 dB,
+benchmarks/fp16_weights.py).
 """
 
 from __future__ import annotations
@@ -41,12 +43,31 @@ def routed_checkpoint(path: Path):
     return ckpt
 
 
-def routed_network(ckpt, config: dict) -> torch.nn.Module:
+def routed_network(ckpt, config: dict, replaced: tuple[str, ...] = ()) -> torch.nn.Module:
     """The routed network of ``config`` (the checkpoint's settings, or changed ones) with the
-    checkpoint's weights, upcast to fp32."""
+    checkpoint's weights, upcast to fp32; the experts named in ``replaced`` are left for the caller to
+    load (their size may differ from the checkpoint's)."""
     net = build_network("routed", **config)
-    load_state_dict_strict(net, {k: v.float() for k, v in ckpt.state_dict.items()}, "routed")
+    skip = tuple(f"experts.{config['experts'].index(n)}." for n in replaced)
+    state = {k: v.float() for k, v in ckpt.state_dict.items() if not k.startswith(skip)}
+    own = {k: v for k, v in net.state_dict().items() if k.startswith(skip)}
+    load_state_dict_strict(net, {**own, **state}, "routed")
     return net
+
+
+def overrides_for(config: dict, name: str, expert) -> dict:
+    """``config``'s expert_overrides with expert ``name`` built as ``expert`` (a checkpoint) was: a
+    grown expert (grow_expert.py) keeps its own size, the others the shared one."""
+    overrides = {k: dict(v) for k, v in (config.get("expert_overrides") or {}).items()}
+    if expert.spec is None or expert.spec.arch != config.get("expert_arch", "nafnet"):
+        return overrides  # a checkpoint without its config: loaded into the shared size, strictly
+    shared = dict(config.get("expert_kwargs") or {})
+    own = {k: v for k, v in expert.spec.kwargs.items() if shared.get(k) != v}
+    if own:
+        overrides[name] = own
+    else:
+        overrides.pop(name, None)
+    return overrides
 
 
 def save_routed(out: Path, net: torch.nn.Module, metadata: dict, *, fp16: bool) -> None:
@@ -80,13 +101,18 @@ def main(argv: list[str] | None = None) -> int:
             config["class_bias"] = {**config.get("class_bias", {}), key.split(".", 1)[1]: float(text)}
         else:
             config[key] = _value(text)
-    net = routed_network(ckpt, config)
-    replaced = {}
+    experts = {}
     for item in args.expert:
         name, _, path = item.partition("=")
-        if name not in net.expert_names:
-            raise SystemExit(f"--expert: no expert {name!r} (experts: {', '.join(net.expert_names)})")
-        expert = load_checkpoint(path, prefer_ema=True)
+        if name not in config["experts"]:
+            raise SystemExit(f"--expert: no expert {name!r} (experts: {', '.join(config['experts'])})")
+        experts[name] = (path, load_checkpoint(path, prefer_ema=True))
+        config["expert_overrides"] = overrides_for(config, name, experts[name][1])
+    if not config.get("expert_overrides"):
+        config.pop("expert_overrides", None)
+    net = routed_network(ckpt, config, tuple(experts))
+    replaced = {}
+    for name, (path, expert) in experts.items():
         load_state_dict_strict(net.experts[net.expert_names.index(name)], expert.state_dict, name)
         replaced[name] = str(Path(path))
     experts_meta = dict(ckpt.metadata.get("experts") or {})

@@ -28,11 +28,12 @@ NEEDS = {
     "valc-noise-jpeg": "noise|jpeg", "valc-blur-noise": "noise|deblur", "valc-haze-noise": "noise|tone",
     "valc-motion-jpeg": "deblur", "valc-rain-jpeg": "rain", "valc-lowlight-noise": "tone|noise",
     "valu-shake": "deblur", "valu-levin": "deblur", "valu-ggblur": "deblur", "valu-spatialnoise": "noise",
-    "valu-camnoise": "noise|jpeg", "valu-jpeg": "jpeg", "valu-haze": "tone", "valu-lowlight": "tone",
+    "valu-camnoise": "noise|jpeg", "valu-jpeg": "jpeg", "valu-impulse": "noise", "valu-haze": "tone",
+    "valu-lowlight": "tone",
     "val-noise15": "noise", "val-noise25": "noise", "val-noise50": "noise", "val-blur2": "deblur",
     "val-jpeg20": "jpeg", "val-jpeg50": "jpeg", "val-motion": "deblur", "val-haze": "tone",
     "val-lowlight": "tone", "val-rain": "rain", "val-rainlight": "rain", "val-rain100h": "rain",
-    "val-raintransfer": "rain",
+    "val-raintransfer": "rain", "val-rainfaint": "rain", "val-hazelight": "tone",
     # enlarged photos (validation_large.yaml): soft at the pixel level is not blurred; the noise expert
     # forced leaves an enlarged clean photo at 52.5 dB, the seventh-cycle model (mostly deblurring) at 30.0
     "vall-camnoise": "noise", "vall-noise15": "noise", "vall-jpeg40": "jpeg|noise|keep",
@@ -67,17 +68,19 @@ def record(model: Path, out: Path) -> None:
     experts = [("keep" if i < 0 else net.expert_names[i]) for i in net.class_to_expert]
     out.write_text(json.dumps({"model": str(model), "classes": net.classes, "experts": experts,
                                "class_bias": net.class_bias, "keep_threshold": net.keep_threshold,
+                               "doubt_experts": getattr(net, "doubt_experts", None),
                                "scale_check": side, "scale_classes": getattr(net, "scale_classes", None)
                                or ["blur", "motion"], "logits": logits, "small": small}))
     print(f"{out}: {sum(map(len, logits.values()))} images")
 
 
 def replay(data: dict, bias: dict[str, float], scale_threshold: float | None = None) -> dict[str, int]:
-    """Wrong first steps per task under ``bias``, with the model's keep rule (clean needs keep_threshold)
+    """Wrong first steps per task under ``bias``, with the model's keep rule (``choose_class``)
     and, given ``scale_threshold``, the second look of large photos (``RoutedNetwork.decide``)."""
-    from ramir.archs.routed import discount_scale
+    from ramir.archs.routed import choose_class, discount_scale
 
     classes, experts = data["classes"], data["experts"]
+    class_expert = [None if e == "keep" else e for e in experts]
     b = torch.tensor([bias.get(c, 0.0) for c in classes])
     struck = [classes.index(c) for c in data.get("scale_classes") or []]
     wrong = {}
@@ -90,10 +93,7 @@ def replay(data: dict, bias: dict[str, float], scale_threshold: float | None = N
             if scale_threshold is not None and row_small is not None:
                 q = (torch.tensor(row_small) + b).softmax(0)
                 p = torch.tensor(discount_scale(p.tolist(), q.tolist(), struck, scale_threshold))
-            k = int(p.argmax())
-            if experts[k] == "keep" and p[k] < data["keep_threshold"]:
-                p[k] = -1.0
-                k = int(p.argmax())
+            k = choose_class(p.tolist(), class_expert, data["keep_threshold"], data.get("doubt_experts"))
             n += experts[k] not in NEEDS[task].split("|")
         if n:
             wrong[task] = n

@@ -244,6 +244,7 @@ def export_routed(
             "experts": {n: graphs[n].name for n in names},
             "class_bias": dict(network.class_bias),
             "keep_threshold": float(network.keep_threshold),
+            "doubt_experts": getattr(network, "doubt_experts", None),
             "route_size": int(network.route_size),
             "crop": "centre route_size x route_size (at most), its corner on the 8-pixel grid",
             "size_multiple": multiple,
@@ -261,7 +262,8 @@ def export_routed(
                           "the experts of scale_classes run on that shrunk image and their change, "
                           "enlarged (bicubic), is added to the image",
             "rule": "choose the most probable class; a class whose expert is null needs keep_threshold, "
-                    "else the most probable class with an expert; apply it, route again, up to "
+                    "else the most probable class whose expert is in doubt_experts (null: any expert; "
+                    "none there: leave the image); apply it, route again, up to "
                     "max_steps; stop on a null expert, an expert already applied, or (after the first) "
                     "p < chain_threshold",
         }
@@ -287,7 +289,7 @@ def run_exported(
     import onnxruntime as ort
 
     # numpy only: the same crop, second look and discount as RoutedNetwork.decide
-    from ramir.archs.routed import centre_crop, discount_scale, restore_small, second_look
+    from ramir.archs.routed import centre_crop, choose_class, discount_scale, restore_small, second_look
     from ramir.routing import run_chain
 
     path = Path(manifest)
@@ -314,9 +316,7 @@ def run_exported(
             q = session(m["router"]).run(None, {"image": small})[0][0]
             struck = [classes.index(c) for c in m["scale_classes"]]
             p = np.asarray(discount_scale(p, q, struck, m["scale_threshold"]), dtype=np.float32)
-        best = int(np.argmax(p))
-        if to_expert[best] is None and p[best] < m["keep_threshold"]:
-            best = int(np.argmax([q if to_expert[i] is not None else -1.0 for i, q in enumerate(p)]))
+        best = choose_class(p.tolist(), to_expert, m["keep_threshold"], m.get("doubt_experts"))
         return {c: float(q) for c, q in zip(classes, p, strict=True)}, classes[best]
 
     def apply(name: str, x: np.ndarray) -> np.ndarray:

@@ -198,6 +198,22 @@ def discount_scale(p: Sequence[float], q: Sequence[float], struck: Sequence[int]
     return [v / total for v in kept] if total > 0 else p
 
 
+def choose_class(p: Sequence[float], class_expert: Sequence[str | None], keep_threshold: float,
+                 doubt_experts: Sequence[str] | None = None) -> int:
+    """The class chosen from probabilities ``p``: the most probable, except that a class whose image is
+    left unchanged (``class_expert`` None) needs ``keep_threshold``; below it the most probable class
+    whose expert is in ``doubt_experts`` (None: every expert) wins, and the image is left as it is when
+    there is none. Why a restriction can help: an expert chosen in doubt often meets clean photos, and
+    only some leave a clean photo as it was (the tone expert brightens it by design); why the default
+    model has none: lightly hazy photos also start in doubt, and need the tone expert (docs/routing.md)."""
+    best = max(range(len(p)), key=lambda i: p[i])
+    if class_expert[best] is not None or p[best] >= keep_threshold:
+        return best
+    allowed = [i for i, e in enumerate(class_expert)
+               if e is not None and (doubt_experts is None or e in doubt_experts)]
+    return max(allowed, key=lambda i: p[i]) if allowed else best
+
+
 class RoutedNetwork(nn.Module):
     """A router and experts; ``forward`` restores each image with the expert its class maps to."""
 
@@ -209,10 +225,12 @@ class RoutedNetwork(nn.Module):
         experts: Sequence[str],
         expert_arch: str = "nafnet",
         expert_kwargs: dict[str, Any] | None = None,
+        expert_overrides: Mapping[str, Mapping[str, Any]] | None = None,
         router_width: int = 16,
         route_size: int = 512,
         keep_threshold: float = 0.0,
         class_bias: Mapping[str, float] | None = None,
+        doubt_experts: Sequence[str] | None = None,
         max_steps: int = 1,
         chain_threshold: float = 0.0,
         refine: Mapping[str, Sequence[float]] | None = None,
@@ -240,6 +258,11 @@ class RoutedNetwork(nn.Module):
         if unknown:
             raise ValueError(f"class_bias names {unknown[0]!r}, not a class ({', '.join(self.classes)})")
         self.class_bias = {str(k): float(v) for k, v in (class_bias or {}).items()}
+        # the experts a doubtful "clean" may fall back to (choose_class); None: all, as before
+        unknown = sorted(set(doubt_experts or []) - set(experts))
+        if unknown:
+            raise ValueError(f"doubt_experts names {unknown[0]!r}, not an expert ({', '.join(experts)})")
+        self.doubt_experts = None if doubt_experts is None else [str(e) for e in doubt_experts]
         if int(max_steps) < 1:
             raise ValueError(f"max_steps must be at least 1, got {max_steps}")
         # the chain (ramir.routing): experts per image at most, and the router probability a step after
@@ -261,7 +284,14 @@ class RoutedNetwork(nn.Module):
             raise ValueError(
                 f"scale_classes {self.scale_classes} are not all classes ({', '.join(self.classes)})")
         self.router = DegradationRouter(len(self.classes), router_width)
-        self.experts = nn.ModuleList(build_network(expert_arch, **dict(expert_kwargs or {})) for _ in experts)
+        # one expert may be built larger than the rest (a noise expert grown deeper keeps the others small)
+        unknown = sorted(set(expert_overrides or {}) - set(experts))
+        if unknown:
+            raise ValueError(f"expert_overrides names {unknown[0]!r}, not an expert ({', '.join(experts)})")
+        self.experts = nn.ModuleList(
+            build_network(expert_arch, **expert_config(expert_kwargs, expert_overrides, name))
+            for name in experts
+        )
         multiples = {int(getattr(e, "size_multiple", 1)) for e in self.experts}
         self.size_multiple = max(multiples)
 
@@ -295,13 +325,10 @@ class RoutedNetwork(nn.Module):
             probs = torch.tensor(
                 [discount_scale(pi, qi, struck, self.scale_threshold) for pi, qi in rows], device=probs.device
             )
-        keep = torch.tensor([e < 0 for e in self.class_to_expert], device=probs.device)
-        best = probs.argmax(1)
-        if self.keep_threshold > 0 and not bool(keep.all()):
-            restoring = probs.masked_fill(keep, -1.0).argmax(1)
-            unsure = keep[best] & (probs.gather(1, best[:, None])[:, 0] < self.keep_threshold)
-            best = torch.where(unsure, restoring, best)
-        return probs, best.tolist()
+        class_expert = [self.expert_names[k] if k >= 0 else None for k in self.class_to_expert]
+        chosen = [choose_class(row, class_expert, self.keep_threshold, self.doubt_experts)
+                  for row in probs.tolist()]
+        return probs, chosen
 
     def looks_twice(self, x: torch.Tensor) -> bool:
         """Whether ``x`` is large enough for the second look (short side >= 2 ``scale_check``)."""
@@ -365,6 +392,15 @@ class RoutedNetwork(nn.Module):
 
 
 
+def expert_config(
+    expert_kwargs: Mapping[str, Any] | None,
+    expert_overrides: Mapping[str, Mapping[str, Any]] | None,
+    name: str,
+) -> dict[str, Any]:
+    """The constructor keywords of expert ``name``: the shared ones, then its own overrides."""
+    return {**dict(expert_kwargs or {}), **dict((expert_overrides or {}).get(name) or {})}
+
+
 def build_routed(expert_arch: str, expert_kwargs: dict[str, Any], **kwargs: Any) -> RoutedNetwork:
     """A routed network through the registry (so that its checkpoints carry their config)."""
     from ramir.archs import build_network
@@ -374,12 +410,15 @@ def build_routed(expert_arch: str, expert_kwargs: dict[str, Any], **kwargs: Any)
 
 # ------------------------------------------------------------------------------------- descriptor
 def _expert_fact(fact: str):
-    """A fact of the experts' architecture (the router's own memory is negligible beside theirs)."""
+    """A fact of the experts' architecture, the largest over the experts (the router's own memory is
+    negligible beside theirs)."""
     def read(kw: dict[str, Any]) -> int:
         from ramir.archs import architecture
 
         expert = architecture(kw.get("expert_arch", "nafnet"))
-        return getattr(expert, fact)(dict(kw.get("expert_kwargs") or {}))
+        overrides = kw.get("expert_overrides") or {}
+        configs = [expert_config(kw.get("expert_kwargs"), overrides, n) for n in ["", *overrides]]
+        return max(getattr(expert, fact)(c) for c in configs)
 
     return read
 

@@ -59,7 +59,9 @@ def _routing(info: dict) -> list[tuple[str, str]]:
         ("experts", ", ".join(experts) + "  (ramir restore --expert NAME[,NAME] | none)"),
         ("routes", routes),
         ("priors", ", ".join(f"{k} {v:+g}" for k, v in bias.items() if v) or "none"),
-        ("keep threshold", f"{cfg.get('keep_threshold', 0.0):g} (the clean class needs this probability)"),
+        ("keep threshold", f"{cfg.get('keep_threshold', 0.0):g} (the clean class needs this probability"
+                           + (f"; below it only {', '.join(cfg['doubt_experts'])} may restore)"
+                              if cfg.get("doubt_experts") is not None else ")")),
         ("chain", f"at most {cfg.get('max_steps', 1)} step(s); a later step needs p >= "
                   f"{cfg.get('chain_threshold', 0.0):g}"),
         ("router crop", f"{cfg.get('route_size', 512)} px (centre)"),
