@@ -39,7 +39,7 @@ and a 16-px one at the shrunk scale. Chosen on ``configs/eval/validation_large.y
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import cv2
@@ -214,6 +214,13 @@ def choose_class(p: Sequence[float], class_expert: Sequence[str | None], keep_th
     return max(allowed, key=lambda i: p[i]) if allowed else best
 
 
+def _check_names(setting: str, given: Iterable[str], known: Sequence[str], kind: str) -> None:
+    """One clear error when a setting names something the model does not have."""
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ValueError(f"{setting} names {unknown[0]!r}, not {kind} ({', '.join(known)})")
+
+
 class RoutedNetwork(nn.Module):
     """A router and experts; ``forward`` restores each image with the expert its class maps to."""
 
@@ -254,14 +261,10 @@ class RoutedNetwork(nn.Module):
         self.expert_names = list(experts)
         self.route_size = int(route_size)
         self.keep_threshold = float(keep_threshold)
-        unknown = sorted(set(class_bias or {}) - set(self.classes))
-        if unknown:
-            raise ValueError(f"class_bias names {unknown[0]!r}, not a class ({', '.join(self.classes)})")
+        _check_names("class_bias", class_bias or {}, self.classes, "a class")
         self.class_bias = {str(k): float(v) for k, v in (class_bias or {}).items()}
         # the experts a doubtful "clean" may fall back to (choose_class); None: all, as before
-        unknown = sorted(set(doubt_experts or []) - set(experts))
-        if unknown:
-            raise ValueError(f"doubt_experts names {unknown[0]!r}, not an expert ({', '.join(experts)})")
+        _check_names("doubt_experts", doubt_experts or [], experts, "an expert")
         self.doubt_experts = None if doubt_experts is None else [str(e) for e in doubt_experts]
         if int(max_steps) < 1:
             raise ValueError(f"max_steps must be at least 1, got {max_steps}")
@@ -270,9 +273,7 @@ class RoutedNetwork(nn.Module):
         self.max_steps = int(max_steps)
         self.chain_threshold = float(chain_threshold)
         # expert name -> (radius, eps) of a GuidedRefine after it (no weights; settings in the checkpoint)
-        unknown = sorted(set(refine or {}) - set(experts))
-        if unknown:
-            raise ValueError(f"refine names {unknown[0]!r}, not an expert ({', '.join(experts)})")
+        _check_names("refine", refine or {}, experts, "an expert")
         self.refine = {str(k): (int(v[0]), float(v[1])) for k, v in (refine or {}).items()}
         # the second look of large photos (module docstring); 0 = off, as every model before it
         if int(scale_check) < 0:
@@ -285,9 +286,7 @@ class RoutedNetwork(nn.Module):
                 f"scale_classes {self.scale_classes} are not all classes ({', '.join(self.classes)})")
         self.router = DegradationRouter(len(self.classes), router_width)
         # one expert may be built larger than the rest (a noise expert grown deeper keeps the others small)
-        unknown = sorted(set(expert_overrides or {}) - set(experts))
-        if unknown:
-            raise ValueError(f"expert_overrides names {unknown[0]!r}, not an expert ({', '.join(experts)})")
+        _check_names("expert_overrides", expert_overrides or {}, experts, "an expert")
         self.experts = nn.ModuleList(
             build_network(expert_arch, **expert_config(expert_kwargs, expert_overrides, name))
             for name in experts
@@ -325,7 +324,7 @@ class RoutedNetwork(nn.Module):
             probs = torch.tensor(
                 [discount_scale(pi, qi, struck, self.scale_threshold) for pi, qi in rows], device=probs.device
             )
-        class_expert = [self.expert_names[k] if k >= 0 else None for k in self.class_to_expert]
+        class_expert = [self.expert_for(c) for c in self.classes]
         chosen = [choose_class(row, class_expert, self.keep_threshold, self.doubt_experts)
                   for row in probs.tolist()]
         return probs, chosen
