@@ -68,6 +68,8 @@ SOURCE_CLASSES = {
     "zoom_noise": "noise",
     "zoom_jpeg": "jpeg",
     "zoom_clean": "clean",
+    # (router_c10.yaml) random-valued impulses: isolated outliers are noise, not raindrops
+    "impulse": "noise",
 }
 
 

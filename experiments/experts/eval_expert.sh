@@ -3,6 +3,7 @@
 #   experiments/experts/eval_expert.sh deblur LABEL CKPT   -> runs/eval/db{u,o,c}_LABEL/
 #   experiments/experts/eval_expert.sh tone LABEL CKPT     -> runs/eval/t{o,u,c}_LABEL/
 #   experiments/experts/eval_expert.sh noise LABEL CKPT    -> runs/eval/n{o,u}_LABEL/
+#   experiments/experts/eval_expert.sh rain LABEL CKPT     -> runs/eval/r{o,c}_LABEL/
 # Then: python experiments/experts/below_input.py runs/eval/dbu_LABEL runs/eval/dbu_OTHER ...
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -24,5 +25,8 @@ case $F in
   noise)
     run no validation val-noise15 val-noise25 val-noise50 val-clean
     run nu validation_unseen valu-spatialnoise valu-camnoise ;;
-  *) echo "eval_expert.sh: family must be deblur, tone or noise, got '$F'" >&2; exit 2 ;;
+  rain)
+    run ro validation val-rain val-rainlight val-rain100h val-raintransfer val-rainfaint val-clean
+    run rc validation_composite valc-rain-jpeg ;;
+  *) echo "eval_expert.sh: family must be deblur, tone, noise or rain, got '$F'" >&2; exit 2 ;;
 esac

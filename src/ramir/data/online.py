@@ -104,6 +104,8 @@ DEGRADATIONS: dict[str, DegradationKind] = {
                                    "sigma on 0-255 (", "sigma"),
     "spatial_noise": _synthetic(var.random_spatial_noise, "spatially correlated (grainy) noise, LEVEL = "
                                 "sigma on 0-255 (", "sigma"),
+    "impulse": _synthetic(var.random_impulse, "random-valued impulse noise, grey or per channel, LEVEL = "
+                          "fraction of values (", "fraction"),
     "camera_noise": _synthetic(var.random_camera_noise, "sensor noise through an in-camera pipeline "
                                "(mosaic, demosaic, gamma, JPEG), LEVEL = shot std (", "shot"),
     "jpeg_variant": _synthetic(var.random_jpeg_variant, "JPEG with chroma subsampling and double "

@@ -8,7 +8,8 @@ roles is a recipe choice, not a property of the code.
 - Blur: anisotropic Gaussians, defocus discs, generalised-Gaussian (heavy-tail / plateau) kernels.
 - Camera shake: the Boracchi & Foi (2012) trajectory model with partial exposure; straight-line motion.
 - Noise: Poisson-Gaussian (signal-dependent), channel-correlated, and an in-camera pipeline (Bayer mosaic,
-  sensor noise, demosaicking, white balance, gamma, JPEG) in the manner of CBDNet; spatially correlated.
+  sensor noise, demosaicking, white balance, gamma, JPEG) in the manner of CBDNet; spatially correlated;
+  random-valued impulses.
 - JPEG: double compression on shifted grids, chroma subsampling on or off.
 - Haze: coloured airlight (smog, dusk); low light: colour casts.
 - Scale: :func:`zoom` enlarges the centre back to the full size, so that a small photo has the
@@ -113,6 +114,28 @@ def random_spatial_noise(
     n = cv2.GaussianBlur(n, (0, 0), sp, borderType=cv2.BORDER_REFLECT_101).reshape(img.shape)
     n /= max(float(n.std()), 1e-6)
     return np.clip(img + s * n, 0, 1).astype(np.float32)
+
+
+def random_impulse(
+    img: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    fraction: Range = (0.005, 0.12),
+    mono: float = 0.5,
+) -> np.ndarray:
+    """Random-valued impulse noise (hot, dead and stuck sensor sites, bit errors): a ``fraction`` of the
+    values replaced by uniform ones of any height. With probability ``mono`` a draw hits whole pixels
+    with one grey value, otherwise each channel apart (coloured impulses). Salt and pepper, which sets
+    whole pixels to exactly 0 or 1, is a different generator and is kept for the unseen-variant split."""
+    f = sample_range(fraction, rng)
+    out = img.astype(np.float32, copy=True)
+    if rng.random() < mono:
+        hit = rng.random(img.shape[:2]) < f
+        out[hit] = rng.random((int(hit.sum()), 1)).astype(np.float32)
+    else:
+        hit = rng.random(img.shape) < f
+        out[hit] = rng.random(int(hit.sum())).astype(np.float32)
+    return out
 
 
 def _mosaic(rgb: np.ndarray) -> np.ndarray:
