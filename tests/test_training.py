@@ -23,7 +23,7 @@ from torch import nn
 from ramir.errors import ConfigError
 from ramir.layers import attributable_layers
 from ramir.training import Trainer, load_recipe, recipe_from_dict
-from ramir.training.config import apply_overrides, parse_override
+from ramir.training.config import apply_overrides, parse_override, read_recipe_dict
 from ramir.training.ema import ModelEma
 from ramir.training.engine import build_stage, list_states
 from ramir.training.schedule import lr_at
@@ -145,6 +145,33 @@ def test_overrides_and_base_inheritance(tmp_path):
         apply_overrides({}, ["optim.lr"])
     with pytest.raises(ConfigError, match=re.escape("'optim.lr' is not a section")):
         apply_overrides({"optim": {"lr": 1.0}}, ["optim.lr.x=1"])
+
+
+def test_base_list_append_form(tmp_path):
+    src = {"name": "a", "root": "photos"}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(tiny_recipe(data={"train": {"sources": [src]}})))
+    (tmp_path / "child.yaml").write_text(
+        "_base_: base.yaml\ndata: {train: {patch_size: 32, sources+: [{name: b, root: photos}]}}\n")
+    r = load_recipe(tmp_path / "child.yaml")
+    assert [s["name"] for s in r.data["train"]["sources"]] == ["a", "b"]
+    assert r.data["train"]["patch_size"] == 32 and "sources+" not in r.data["train"]
+    # a grandchild appends to what its parent resolved to; the base file itself is untouched
+    (tmp_path / "grand.yaml").write_text("_base_: child.yaml\ndata: {train: {sources+: [{name: c}]}}\n")
+    assert [s["name"] for s in read_recipe_dict(tmp_path / "grand.yaml")["data"]["train"]["sources"]] \
+        == ["a", "b", "c"]
+    assert [s["name"] for s in read_recipe_dict(tmp_path / "base.yaml")["data"]["train"]["sources"]] == ["a"]
+    bad = {
+        "both.yaml": ("data: {train: {sources: [], sources+: [{name: b}]}}", "sets both 'data.train"),
+        "nolist.yaml": ("data: {train: {sources+: {name: b}}}", "'data.train.sources+' appends a list"),
+        "nobase.yaml": ("data: {train: {extra+: [{name: b}]}}", "the base has no such list"),
+    }
+    for name, (body, message) in bad.items():
+        (tmp_path / name).write_text(f"_base_: base.yaml\n{body}\n")
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            read_recipe_dict(tmp_path / name)
+    (tmp_path / "alone.yaml").write_text(yaml.safe_dump(tiny_recipe(data={"train": {"sources+": [src]}})))
+    with pytest.raises(ConfigError, match="the base has no such list"):
+        load_recipe(tmp_path / "alone.yaml")
 
 
 EXPERIMENTS = CONFIGS.parent / "experiments"

@@ -23,8 +23,8 @@ case $F in
     run tu validation_unseen valu-haze valu-lowlight valu-shake valu-levin
     run tc validation_composite valc-haze-noise valc-lowlight-noise ;;
   noise)
-    run no validation val-noise15 val-noise25 val-noise50 val-clean
-    run nu validation_unseen valu-spatialnoise valu-camnoise ;;
+    run no validation val-noise15 val-noise25 val-noise50 val-impulse val-clean
+    run nu validation_unseen valu-spatialnoise valu-camnoise valu-impulse ;;
   rain)
     run ro validation val-rain val-rainlight val-rain100h val-raintransfer val-rainfaint val-clean
     run rc validation_composite valc-rain-jpeg ;;

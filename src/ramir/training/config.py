@@ -7,7 +7,8 @@ valid ones, instead of being ignored and silently falling back to a default.
 Only ``data`` (owned by :mod:`ramir.data`) and ``model.overrides`` (network keyword arguments, checked
 by the network's constructor) are free-form dictionaries. A recipe may start with ``_base_: other.yaml``
 (a path relative to the recipe, or a list of them): the bases are merged first, then the recipe on top;
-dictionaries merge key by key, everything else is replaced.
+dictionaries merge key by key, everything else is replaced, except a key spelt ``name+``, whose list is
+appended to the base's list ``name`` (``data: {train: {sources+: [...]}}`` adds one training source).
 """
 
 from __future__ import annotations
@@ -336,11 +337,31 @@ def recipe_from_dict(data: dict[str, Any]) -> Recipe:
 # YAML files, inheritance and overrides
 
 
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+APPEND = "+"  # ``sources+: [...]`` in a recipe extends its base's ``sources`` list
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """``top`` over ``base``: mappings merge key by key, other values replace, and a key spelt with a
+    trailing ``+`` appends its list to the base's list of that name. Lists are otherwise replaced
+    whole, so without the append form a recipe adding one training source would have to repeat all
+    of its base's (and would silently drop any the base gains later)."""
     out = copy.deepcopy(base)
     for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+        name = str(key)
+        if name.endswith(APPEND) and len(name) > len(APPEND):
+            target = name[: -len(APPEND)]
+            at = f"{where}{target}"
+            if target in top:
+                raise ConfigError(f"recipe sets both '{at}' and '{at}{APPEND}'; keep one")
+            if not isinstance(value, list):
+                raise ConfigError(f"'{at}{APPEND}' appends a list, got {type(value).__name__}")
+            if not isinstance(out.get(target), list):
+                raise ConfigError(f"'{at}{APPEND}' appends to the base recipe's list '{at}', "
+                                  "but the base has no such list")
+            out[target] = out[target] + copy.deepcopy(value)
+        elif isinstance(value, dict):
+            under = out.get(key) if isinstance(out.get(key), dict) else {}
+            out[key] = _merge(under, value, f"{where}{name}.")
         else:
             out[key] = copy.deepcopy(value)
     return out
