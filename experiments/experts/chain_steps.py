@@ -4,7 +4,8 @@
         --suite configs/eval/validation.yaml --suite configs/eval/validation_composite.yaml ...
 
 Runs the chain with up to ``--steps`` steps and no threshold, and writes one JSON line per image: task,
-image, input PSNR, and per step the expert, the router's class, its probability and the PSNR after it.
+image, input PSNR, the router's first look (every class's probability) and per step the expert, the
+router's class, its probability and the PSNR after it.
 A threshold or a step limit is then a replay of these lines (``--choose``): for each candidate, the
 final PSNR per task and how many images end below their input.
 """
@@ -64,7 +65,7 @@ def record(args: argparse.Namespace) -> None:
                     for st, step in zip(steps, d.steps, strict=True):
                         st.update(label=step.label, p=step.p)
                     line = {"task": task.name, "image": s.name, "input": _psnr(x, s.gt_u8), "steps": steps,
-                            "stop": d.stop}
+                            "stop": d.stop, "first": d.probabilities}
                     f.write(json.dumps(line) + "\n")
                     f.flush()
 

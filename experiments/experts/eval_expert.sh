@@ -4,6 +4,7 @@
 #   experiments/experts/eval_expert.sh tone LABEL CKPT     -> runs/eval/t{o,u,c}_LABEL/
 #   experiments/experts/eval_expert.sh noise LABEL CKPT    -> runs/eval/n{o,u}_LABEL/
 #   experiments/experts/eval_expert.sh rain LABEL CKPT     -> runs/eval/r{o,c}_LABEL/
+#   experiments/experts/eval_expert.sh jpeg LABEL CKPT     -> runs/eval/j{o,u,c,l}_LABEL/
 # Then: python experiments/experts/below_input.py runs/eval/dbu_LABEL runs/eval/dbu_OTHER ...
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,5 +29,10 @@ case $F in
   rain)
     run ro validation val-rain val-rainlight val-rain100h val-raintransfer val-rainfaint val-clean
     run rc validation_composite valc-rain-jpeg ;;
-  *) echo "eval_expert.sh: family must be deblur, tone, noise or rain, got '$F'" >&2; exit 2 ;;
+  jpeg)
+    run jo validation val-jpeg20 val-jpeg50 val-clean
+    run ju validation_unseen valu-jpeg
+    run jc validation_composite valc-noise-jpeg valc-rain-jpeg
+    run jl validation_large vall-jpeg40 ;;
+  *) echo "eval_expert.sh: family must be deblur, tone, noise, rain or jpeg, got '$F'" >&2; exit 2 ;;
 esac
