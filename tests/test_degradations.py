@@ -229,7 +229,6 @@ def test_out_of_distribution_noises():
     assert abs(changed.mean() - 0.1) < 0.01 and set(np.unique(sp[changed])) <= {0.0, 1.0}
 
 
-
 def test_random_valued_impulses_are_of_any_height_and_not_salt_and_pepper():
     from ramir.data.variants import random_impulse
 
@@ -245,6 +244,7 @@ def test_random_valued_impulses_are_of_any_height_and_not_salt_and_pepper():
     np.testing.assert_array_equal(px[:, 0], px[:, 2])  # ... with one grey value
     for vals in (coloured[hit], px[:, 0]):  # of any height, where salt and pepper has only 0 and 1
         assert 0.3 < vals.mean() < 0.7 and np.mean((vals > 0.02) & (vals < 0.98)) > 0.9
+
 
 # ------------------------------------------------------------------------------------------ kernels
 def test_trajectory_kernels_are_normalised_and_grow_with_length():
