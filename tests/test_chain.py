@@ -42,11 +42,11 @@ class Scale(nn.Module):
         return normalize((denormalize(x) * self.factor).clamp(0, 1))
 
 
-def tiny_routed(dim: float = 0.5, lift: float = 2.0, max_steps: int = 2) -> nn.Module:
+def tiny_routed(dim: float = 0.5, lift: float = 2.0, max_steps: int = 2, **settings) -> nn.Module:
     net = build_network(
         "routed", expert_arch="nafnet", expert_kwargs={"width": 8, "enc_blocks": [1], "middle_blocks": 1,
                                                          "dec_blocks": [1]},
-        classes=CLASSES, class_to_expert=[-1, 0, 1], experts=["dim", "lift"], max_steps=max_steps,
+        classes=CLASSES, class_to_expert=[-1, 0, 1], experts=["dim", "lift"], max_steps=max_steps, **settings,
     )
     net.router = BrightnessRouter()
     net.experts = nn.ModuleList([Scale(dim), Scale(lift)])
@@ -89,6 +89,21 @@ def test_chain_threshold_refuses_an_unsure_later_step_only():
     assert y == ["noise"] and d.stop == "unsure"  # the first step is taken at p 0.9 < 0.95 all the same
 
 
+def test_chain_after_refuses_a_later_step_after_an_expert_not_listed():
+    after = {"tone": ["noise"]}
+    route, expert_of, apply = _policy(["rain", "tone"])
+    y, d = run_chain([], route=route, expert_of=expert_of, apply=apply, max_steps=3, after=after)
+    assert y == ["rain"] and d.stop == "order"
+    route, expert_of, apply = _policy(["noise", "tone", "clean"])
+    y, d = run_chain([], route=route, expert_of=expert_of, apply=apply, max_steps=3, after=after)
+    assert y == ["noise", "tone"] and d.stop == "clean"
+    route, expert_of, apply = _policy(["tone", "rain", "clean"])  # the rule binds tone, not what follows it
+    y, d = run_chain([], route=route, expert_of=expert_of, apply=apply, max_steps=3, after=after)
+    assert y == ["tone", "rain"]
+    route, expert_of, apply = _policy(["rain", "tone", "clean"])  # without the rule: both
+    assert run_chain([], route=route, expert_of=expert_of, apply=apply, max_steps=3)[0] == ["rain", "tone"]
+
+
 def test_parse_experts():
     names = ["noise", "jpeg"]
     assert parse_experts(None, names) is None
@@ -121,6 +136,29 @@ def test_restorer_chains_experts_by_what_the_router_sees():
     out1 = r.restore(img)
     assert r.last_decisions[0].experts == ("dim",) and r.last_decisions[0].stop == "max-steps"
     np.testing.assert_allclose(out1, img * 0.2, atol=2e-6)
+
+
+def test_restorer_follows_the_checkpoints_chain_after_and_it_survives_saving(tmp_path):
+    from ramir.checkpoints import load_network, save_checkpoint
+
+    img = flat(0.9)  # bright -> dim (now dark) -> lift, unless lift may not follow dim
+    r = load(tiny_routed(dim=0.2, chain_after={"lift": []}), device="cpu", tile=0)
+    np.testing.assert_allclose(r.restore(img), img * 0.2, atol=2e-6)
+    assert r.last_decisions[0].experts == ("dim",) and r.last_decisions[0].stop == "order"
+    r = load(tiny_routed(dim=0.2, chain_after={"lift": ["dim"]}), device="cpu", tile=0)
+    r.restore(img)
+    assert r.last_decisions[0].experts == ("dim", "lift")
+    built = build_network(
+        "routed", expert_arch="nafnet", expert_kwargs={"width": 8, "enc_blocks": [1], "middle_blocks": 1,
+                                                         "dec_blocks": [1]},
+        classes=CLASSES, class_to_expert=[-1, 0, 1], experts=["dim", "lift"], chain_after={"lift": ["dim"]},
+    )
+    save_checkpoint(tmp_path / "r.safetensors", built)
+    assert load_network(tmp_path / "r.safetensors").chain_after == {"lift": ["dim"]}
+    for bad, match in (({"sharpen": ["dim"]}, "chain_after names 'sharpen'"),
+                       ({"lift": ["sharpen"]}, "names 'sharpen'"), ({"lift": "dim"}, "must be a list")):
+        with pytest.raises(ValueError, match=match):
+            tiny_routed(chain_after=bad)
 
 
 def test_restorer_routes_each_image_of_a_batch_on_its_own():
@@ -214,7 +252,7 @@ def test_export_whole_routed_model_runs_with_onnxruntime_alone(tmp_path, capsys,
                                                          "dec_blocks": [1]},
         classes=["clean", "noise", "blur"], class_to_expert=[-1, 0, 1], experts=["noise", "deblur"],
         max_steps=2, route_size=64, scale_check=40, scale_classes=["blur"], scale_restore=True,
-        keep_threshold=0.9, doubt_experts=["noise"],
+        keep_threshold=0.9, doubt_experts=["noise"], chain_after={"noise": ["deblur"]},
     )
     with torch.no_grad():  # a router that tells images apart: logits from the input's statistics
         net.router.head[-1].weight.mul_(20.0)
@@ -226,6 +264,7 @@ def test_export_whole_routed_model_runs_with_onnxruntime_alone(tmp_path, capsys,
     manifest, graphs = routed_paths(out, ["noise", "deblur"])
     assert manifest.is_file() and all(p.is_file() for p in graphs.values())
     assert "the same experts chosen on 8" in printed
+    assert __import__("json").loads(manifest.read_text())["chain_after"] == {"noise": ["deblur"]}
     # the exported model on an image of another size than any check image, against PyTorch
     r = load(net, device="cpu", tile=0, backend="torch")
     img = flat(0.6, 72, 90)

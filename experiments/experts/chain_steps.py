@@ -7,7 +7,9 @@ Runs the chain with up to ``--steps`` steps and no threshold, and writes one JSO
 image, input PSNR, the router's first look (every class's probability) and per step the expert, the
 router's class, its probability and the PSNR after it.
 A threshold or a step limit is then a replay of these lines (``--choose``): for each candidate, the
-final PSNR per task and how many images end below their input.
+final PSNR per task and how many images end below their input; ``--after '{"tone": ["noise"]}'`` replays
+them under an order rule too (the routed setting ``chain_after``: tone as a later step only right after
+the noise expert).
 """
 
 from __future__ import annotations
@@ -72,8 +74,9 @@ def record(args: argparse.Namespace) -> None:
 
 def choose(args: argparse.Namespace) -> None:
     lines = [json.loads(t) for t in Path(args.out).read_text().splitlines()]
-    candidates = [(k, th) for k in (1, 2, 3) for th in (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)]
+    candidates = [(k, th) for k in (1, 2, 3) for th in (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)]
     tasks = list(dict.fromkeys(d["task"] for d in lines))
+    after = json.loads(args.after) if args.after else {}
     print("| steps, threshold | " + " | ".join(tasks) + " | mean gain | below |")
     print("|---|" + "---|" * (len(tasks) + 2))
     for k, th in candidates:
@@ -84,6 +87,8 @@ def choose(args: argparse.Namespace) -> None:
             final = d["input"]
             for i, st in enumerate(d["steps"][:k]):
                 if i > 0 and st["p"] < th:
+                    break
+                if i > 0 and st["expert"] in after and d["steps"][i - 1]["expert"] not in after[st["expert"]]:
                     break
                 final = st["psnr"]
             gains[d["task"]].append(final - d["input"])
@@ -101,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-images", type=int, default=16)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--choose", action="store_true", help="replay the recorded lines for candidate settings")
+    ap.add_argument("--after", help="with --choose: an order rule as JSON, e.g. '{\"tone\": [\"noise\"]}'")
     args = ap.parse_args(argv)
     if args.choose:
         choose(args)

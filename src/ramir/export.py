@@ -251,6 +251,7 @@ def export_routed(
             "padding": "reflect-pad the bottom/right to a multiple of size_multiple, crop back",
             "max_steps": int(getattr(network, "max_steps", 1)),
             "chain_threshold": float(getattr(network, "chain_threshold", 0.0)),
+            "chain_after": dict(getattr(network, "chain_after", None) or {}),
             "scale_check": int(getattr(network, "scale_check", 0)),
             "scale_threshold": float(getattr(network, "scale_threshold", 0.5)),
             "scale_classes": list(getattr(network, "scale_classes", ["blur", "motion"])),
@@ -265,7 +266,8 @@ def export_routed(
                     "else the most probable class whose expert is in doubt_experts (null: any expert; "
                     "none there: leave the image); apply it, route again, up to "
                     "max_steps; stop on a null expert, an expert already applied, or (after the first) "
-                    "p < chain_threshold",
+                    "p < chain_threshold or an expert named in chain_after whose list lacks the expert "
+                    "just applied",
         }
         with atomic_path(manifest_path, overwrite=True) as tmp:
             Path(tmp).write_text(json.dumps(manifest, indent=1) + "\n")
@@ -334,7 +336,7 @@ def run_exported(
     x = np.ascontiguousarray(rgb01.transpose(2, 0, 1)[None], dtype=np.float32)
     y, decision = run_chain(
         x, route=route, expert_of=lambda c: to_expert[classes.index(c)], apply=apply,
-        max_steps=m["max_steps"], threshold=m["chain_threshold"],
+        max_steps=m["max_steps"], threshold=m["chain_threshold"], after=m.get("chain_after"),
     )
     return np.ascontiguousarray(np.asarray(y)[0].transpose(1, 2, 0)), list(decision.experts)
 
@@ -386,7 +388,7 @@ def _check_routed(
     for label, img in images:
         x = torch.from_numpy(img).permute(2, 0, 1)[None]
         y_t, d = run_chain(x, route=route, expert_of=net.expert_for, apply=apply, max_steps=net.max_steps,
-                           threshold=net.chain_threshold)
+                           threshold=net.chain_threshold, after=getattr(net, "chain_after", None))
         y_o, experts = run_exported(manifest, img, sessions)
         if list(d.experts) != experts:
             raise RamirError(f"exported model chose {experts or 'none'} where PyTorch chose "

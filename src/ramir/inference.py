@@ -373,6 +373,8 @@ class Restorer:
     # None: the routed checkpoint's own settings
     max_steps: int | None = None
     chain_threshold: float | None = None
+    # expert -> the experts it may follow as a later step (None: the checkpoint's; {}: any order)
+    chain_after: dict[str, list[str]] | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -412,6 +414,8 @@ class Restorer:
             self.max_steps = int(getattr(self.network, "max_steps", 1))
         if self.chain_threshold is None:
             self.chain_threshold = float(getattr(self.network, "chain_threshold", 0.0))
+        if self.chain_after is None:
+            self.chain_after = dict(getattr(self.network, "chain_after", None) or {})
         self._forward: Callable[[torch.Tensor], torch.Tensor] = (
             self._backend_for(self.network) if self._experts is None else self.network
         )
@@ -525,7 +529,7 @@ class Restorer:
             else:
                 y, decision = run_chain(
                     xi, route=self._route_one, expert_of=self._expert_of, apply=self._apply_expert,
-                    max_steps=self.max_steps, threshold=self.chain_threshold,
+                    max_steps=self.max_steps, threshold=self.chain_threshold, after=self.chain_after,
                 )
             self.last_decisions.append(decision)
             first = decision.steps[0].label if decision.steps and not forced else None

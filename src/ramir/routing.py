@@ -4,7 +4,8 @@ A routed network (:mod:`ramir.archs.routed`) has a router that names the image's
 experts that each restore one family. A photo often carries several degradations at once (hazy *and*
 noisy; shaken *and* saved as JPEG), so one expert per image leaves the rest. The **chain** here routes,
 restores, and routes the result again, until the router finds the image clean, would call an expert a
-second time, is unsure, or ``max_steps`` are done. Every step is recorded in a :class:`Decision`, which
+second time, is unsure, would take a step in an order the model refuses (``after``), or ``max_steps``
+are done. Every step is recorded in a :class:`Decision`, which
 ``ramir restore -v``, the web page and ``restorer.route`` report.
 
 The policy is a pure function of two callables (the router's probabilities and an expert's forward), so
@@ -13,7 +14,7 @@ it runs the same over PyTorch or onnxruntime, and is testable with stand-ins.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ramir.errors import RamirError
@@ -38,7 +39,7 @@ class Decision:
     steps: tuple[Step, ...]
     probabilities: dict[str, float] = field(default_factory=dict)
     forced: bool = False
-    stop: str = ""  # why the chain ended: clean, repeat, unsure, max-steps (empty when forced)
+    stop: str = ""  # why the chain ended: clean, repeat, unsure, order, max-steps (empty when forced)
 
     @property
     def experts(self) -> tuple[str, ...]:
@@ -91,12 +92,16 @@ def run_chain(
     apply: Callable[[str, object], object],
     max_steps: int = 2,
     threshold: float = 0.0,
+    after: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[object, Decision]:
     """Route, restore, route again. ``route(x)`` gives the class probabilities and the chosen class;
     ``expert_of(label)`` the expert restoring a class (None: leave it); ``apply(expert, x)`` restores.
     After the first step a further step needs the chosen class's probability to reach ``threshold``
     (doubt after a restoration more often means the expert's own output looks odd to the router than a
-    second degradation), and no expert runs twice."""
+    second degradation), and no expert runs twice. ``after`` maps an expert to the experts it may follow
+    as a later step (an expert not named there may follow any): a restoration leaves traces the router
+    can mistake for another degradation, e.g. a derained or deblurred photo read as hazy, where the tone
+    expert then only does harm."""
     steps: list[Step] = []
     first: dict[str, float] = {}
     stop = "max-steps"
@@ -113,6 +118,9 @@ def run_chain(
             break
         if i > 0 and probs.get(label, 0.0) < threshold:
             stop = "unsure"
+            break
+        if i > 0 and after and expert in after and steps[-1].expert not in after[expert]:
+            stop = "order"
             break
         x = apply(expert, x)
         steps.append(Step(expert, label, float(probs.get(label, 0.0))))

@@ -240,6 +240,7 @@ class RoutedNetwork(nn.Module):
         doubt_experts: Sequence[str] | None = None,
         max_steps: int = 1,
         chain_threshold: float = 0.0,
+        chain_after: Mapping[str, Sequence[str]] | None = None,
         refine: Mapping[str, Sequence[float]] | None = None,
         scale_check: int = 0,
         scale_threshold: float = 0.5,
@@ -272,6 +273,13 @@ class RoutedNetwork(nn.Module):
         # the first needs; recorded in the checkpoint like the priors, chosen on validation
         self.max_steps = int(max_steps)
         self.chain_threshold = float(chain_threshold)
+        # expert -> the experts it may follow as a later step (ramir.routing.run_chain); unnamed: any
+        _check_names("chain_after", chain_after or {}, experts, "an expert")
+        for name, before in (chain_after or {}).items():
+            if isinstance(before, str):
+                raise ValueError(f"chain_after[{name!r}] must be a list of experts, got {before!r}")
+            _check_names(f"chain_after[{name!r}]", before, experts, "an expert")
+        self.chain_after = {str(k): [str(e) for e in v] for k, v in (chain_after or {}).items()}
         # expert name -> (radius, eps) of a GuidedRefine after it (no weights; settings in the checkpoint)
         _check_names("refine", refine or {}, experts, "an expert")
         self.refine = {str(k): (int(v[0]), float(v[1])) for k, v in (refine or {}).items()}

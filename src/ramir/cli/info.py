@@ -63,7 +63,9 @@ def _routing(info: dict) -> list[tuple[str, str]]:
                            + (f"; below it only {', '.join(cfg['doubt_experts'])} may restore)"
                               if cfg.get("doubt_experts") is not None else ")")),
         ("chain", f"at most {cfg.get('max_steps', 1)} step(s); a later step needs p >= "
-                  f"{cfg.get('chain_threshold', 0.0):g}"),
+                  f"{cfg.get('chain_threshold', 0.0):g}"
+                  + "".join(f"; {k} only after {', '.join(v) or 'nothing'}"
+                            for k, v in (cfg.get("chain_after") or {}).items())),
         ("router crop", f"{cfg.get('route_size', 512)} px (centre)"),
         ("large photos", f"second look at a {cfg['scale_check']}-px short side (blur and motion struck "
                          f"below p {cfg.get('scale_threshold', 0.5):g} there)" if cfg.get("scale_check")
