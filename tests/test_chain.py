@@ -5,6 +5,7 @@ amounts, so every decision is predictable from the input and a wrong decision ch
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -264,7 +265,7 @@ def test_export_whole_routed_model_runs_with_onnxruntime_alone(tmp_path, capsys,
     manifest, graphs = routed_paths(out, ["noise", "deblur"])
     assert manifest.is_file() and all(p.is_file() for p in graphs.values())
     assert "the same experts chosen on 8" in printed
-    assert __import__("json").loads(manifest.read_text())["chain_after"] == {"noise": ["deblur"]}
+    assert json.loads(manifest.read_text())["chain_after"] == {"noise": ["deblur"]}
     # the exported model on an image of another size than any check image, against PyTorch
     r = load(net, device="cpu", tile=0, backend="torch")
     img = flat(0.6, 72, 90)

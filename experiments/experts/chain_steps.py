@@ -72,6 +72,24 @@ def record(args: argparse.Namespace) -> None:
                     f.flush()
 
 
+def _replay(line: dict, max_steps: int, threshold: float, after: dict) -> float:
+    """The PSNR a recorded image ends at under other chain settings: ramir.routing.run_chain itself, its
+    router and experts replaced by the recorded steps (the image is the index of the next step)."""
+    from ramir.routing import run_chain
+
+    steps = line["steps"]
+
+    def route(i: int) -> tuple[dict[str, float], str]:  # a class per recorded step; past them, the stop
+        return ({str(i): steps[i]["p"]}, str(i)) if i < len(steps) else ({}, "end")
+
+    def expert_of(label: str) -> str | None:
+        return None if label == "end" else steps[int(label)]["expert"]
+
+    _, d = run_chain(0, route=route, expert_of=expert_of, apply=lambda _e, i: i + 1, max_steps=max_steps,
+                     threshold=threshold, after=after)
+    return steps[len(d.steps) - 1]["psnr"] if d.steps else line["input"]
+
+
 def choose(args: argparse.Namespace) -> None:
     lines = [json.loads(t) for t in Path(args.out).read_text().splitlines()]
     candidates = [(k, th) for k in (1, 2, 3) for th in (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)]
@@ -84,13 +102,7 @@ def choose(args: argparse.Namespace) -> None:
             continue
         gains, below = defaultdict(list), 0
         for d in lines:
-            final = d["input"]
-            for i, st in enumerate(d["steps"][:k]):
-                if i > 0 and st["p"] < th:
-                    break
-                if i > 0 and st["expert"] in after and d["steps"][i - 1]["expert"] not in after[st["expert"]]:
-                    break
-                final = st["psnr"]
+            final = _replay(d, k, th, after)
             gains[d["task"]].append(final - d["input"])
             below += final < d["input"] - 1e-6
         means = [float(np.mean(gains[t])) for t in tasks]

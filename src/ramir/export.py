@@ -388,7 +388,7 @@ def _check_routed(
     for label, img in images:
         x = torch.from_numpy(img).permute(2, 0, 1)[None]
         y_t, d = run_chain(x, route=route, expert_of=net.expert_for, apply=apply, max_steps=net.max_steps,
-                           threshold=net.chain_threshold, after=getattr(net, "chain_after", None))
+                           threshold=net.chain_threshold, after=net.chain_after)
         y_o, experts = run_exported(manifest, img, sessions)
         if list(d.experts) != experts:
             raise RamirError(f"exported model chose {experts or 'none'} where PyTorch chose "
