@@ -253,7 +253,7 @@ def test_export_whole_routed_model_runs_with_onnxruntime_alone(tmp_path, capsys,
                                                          "dec_blocks": [1]},
         classes=["clean", "noise", "blur"], class_to_expert=[-1, 0, 1], experts=["noise", "deblur"],
         max_steps=2, route_size=64, scale_check=40, scale_classes=["blur"], scale_restore=True,
-        keep_threshold=0.9, doubt_experts=["noise"], chain_after={"noise": ["deblur"]},
+        keep_threshold=0.9, doubt_experts=["noise"], doubt_floor=0.05, chain_after={"noise": ["deblur"]},
     )
     with torch.no_grad():  # a router that tells images apart: logits from the input's statistics
         net.router.head[-1].weight.mul_(20.0)
@@ -266,6 +266,7 @@ def test_export_whole_routed_model_runs_with_onnxruntime_alone(tmp_path, capsys,
     assert manifest.is_file() and all(p.is_file() for p in graphs.values())
     assert "the same experts chosen on 8" in printed
     assert json.loads(manifest.read_text())["chain_after"] == {"noise": ["deblur"]}
+    assert json.loads(manifest.read_text())["doubt_floor"] == 0.05
     # the exported model on an image of another size than any check image, against PyTorch
     r = load(net, device="cpu", tile=0, backend="torch")
     img = flat(0.6, 72, 90)

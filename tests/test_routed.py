@@ -465,3 +465,27 @@ def test_a_doubtful_clean_falls_back_only_to_the_doubt_experts() -> None:
     with pytest.raises(ValueError, match="doubt_experts"):
         build_network("routed", classes=["clean", "noise"], class_to_expert=[-1, 0], experts=["noise"],
                       expert_kwargs=NAF, doubt_experts=["tone"])
+
+
+def test_a_doubtful_clean_needs_the_doubt_floor_to_be_restored() -> None:
+    """choose_class with doubt_floor: the fallback expert's class needs that probability, else the photo
+    is left; the floor does not touch a photo whose most probable class has an expert."""
+    from ramir.archs.routed import choose_class
+
+    experts = [None, "noise", "tone", "rain"]
+    p = [0.8, 0.05, 0.08, 0.07]
+    assert choose_class(p, experts, 0.95) == 2
+    assert choose_class(p, experts, 0.95, doubt_floor=0.1) == 0  # nothing reaches it: left
+    assert choose_class(p, experts, 0.95, doubt_floor=0.08) == 2
+    assert choose_class(p, experts, 0.95, ["noise", "rain"], 0.06) == 3
+    assert choose_class([0.3, 0.05, 0.6, 0.05], experts, 0.95, doubt_floor=0.9) == 2  # not in doubt
+    net = routed(bias=[1.0, 0.2, 0.0])  # clean p ~0.55, noise ~0.25, deblur ~0.2 at every image
+    net.keep_threshold = 0.9
+    x = torch.randn(2, 3, 32, 32)
+    net.doubt_floor = 0.22
+    assert net.route_classes(x) == [1, 1]
+    net.doubt_floor = 0.3
+    assert net.route_classes(x) == [0, 0]
+    with pytest.raises(ValueError, match="doubt_floor"):
+        build_network("routed", classes=["clean", "noise"], class_to_expert=[-1, 0], experts=["noise"],
+                      expert_kwargs=NAF, doubt_floor=1.0)

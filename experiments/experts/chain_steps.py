@@ -9,7 +9,9 @@ router's class, its probability and the PSNR after it.
 A threshold or a step limit is then a replay of these lines (``--choose``): for each candidate, the
 final PSNR per task and how many images end below their input; ``--after '{"tone": ["noise"]}'`` replays
 them under an order rule too (the routed setting ``chain_after``: tone as a later step only right after
-the noise expert).
+the noise expert), ``--learn`` under a rule read off the recording itself (``learn_after``; in-sample, so
+a replay that flatters it). The first step is also recorded applied in part (its residual at weights
+0, 0.1, ..., 1), so ``--blend`` replays a doubtful first step blended by the router's confidence.
 """
 
 from __future__ import annotations
@@ -31,12 +33,19 @@ def _psnr(x: torch.Tensor, gt_u8: np.ndarray) -> float:
     return metrics.psnr(img, gt_u8)
 
 
+BLENDS = tuple(i / 10 for i in range(11))  # weights of a step's residual recorded for the first step
+
+
 def _recorder(r, gt_u8: np.ndarray, steps: list[dict]):
-    """An ``apply`` for run_chain that also writes each step's PSNR into ``steps``."""
+    """An ``apply`` for run_chain that also writes each step's PSNR into ``steps``, and for the first step
+    the PSNR of ``x + w (y - x)`` at every weight of BLENDS (a doubtful step applied in part)."""
 
     def apply(name: str, x: torch.Tensor) -> torch.Tensor:
         y = r._apply_expert(name, x)
-        steps.append({"expert": name, "psnr": _psnr(y, gt_u8)})
+        step = {"expert": name, "psnr": _psnr(y, gt_u8)}
+        if not steps:
+            step["blend"] = [_psnr(x + w * (y - x), gt_u8) for w in BLENDS]
+        steps.append(step)
         return y
 
     return apply
@@ -90,11 +99,84 @@ def _replay(line: dict, max_steps: int, threshold: float, after: dict) -> float:
     return steps[len(d.steps) - 1]["psnr"] if d.steps else line["input"]
 
 
+def _finite_mean(means: list[float]) -> float:
+    """The mean gain over tasks with a finite one (a clean photo's input PSNR is infinite)."""
+    ok = [m for m in means if np.isfinite(m)]
+    return float(np.mean(ok)) if ok else float("nan")
+
+
+def _blend_weight(line: dict, full: float | None, doubt_only: bool, floor: bool = False) -> float:
+    """The share of the first step's residual a candidate rule keeps: ``p / full`` (capped at 1) for a
+    step chosen with probability ``p``, or with ``floor`` all or nothing (0 below ``full``, 1 from it);
+    1 without a rule, or with ``doubt_only`` when the router did not find the photo most likely clean (a
+    confident route is left as it is)."""
+    if full is None or not line["steps"]:
+        return 1.0
+    if doubt_only and max(line["first"], key=line["first"].get) != "clean":
+        return 1.0
+    p = line["steps"][0]["p"]
+    return float(p >= full) if floor else min(1.0, p / full)
+
+
+def _blended(line: dict, w: float) -> float:
+    """The recorded PSNR of the first step applied with weight ``w``, interpolated on the recorded grid."""
+    grid = line["steps"][0]["blend"]
+    return float(np.interp(w, np.linspace(0.0, 1.0, len(grid)), grid))
+
+
+def choose_blend(args: argparse.Namespace) -> None:
+    """Replay a doubtful first step applied in part (``x + w (y - x)``, ``w = p / full``) or not at all
+    (``floor``: below ``full`` the image is left), the chain ending there; every other image as the chain
+    (``--steps``, ``--threshold``, ``--after``) has it."""
+    lines = [json.loads(t) for t in Path(args.out).read_text().splitlines()]
+    tasks = list(dict.fromkeys(d["task"] for d in lines))
+    after = json.loads(args.after) if args.after else {}
+    print("| blend rule | " + " | ".join(tasks) + " | mean gain | below |")
+    print("|---|" + "---|" * (len(tasks) + 2))
+    parts = [(f, o, False) for o in (True, False) for f in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)]
+    floors = [(f, True, True) for f in (0.05, 0.1, 0.15, 0.2, 0.3)]
+    rules = [(None, False, False), *parts, *floors]
+    for full, doubt_only, floor in rules:
+        gains, below = defaultdict(list), defaultdict(int)
+        for d in lines:
+            w = _blend_weight(d, full, doubt_only, floor)
+            final = _blended(d, w) if w < 1.0 else _replay(d, args.steps, args.threshold, after)
+            gains[d["task"]].append(final - d["input"])
+            below[d["task"]] += final < d["input"] - 1e-6
+        means = [float(np.mean(gains[t])) for t in tasks]
+        cells = " | ".join(f"{m:+.2f} ({below[t]})" for m, t in zip(means, tasks, strict=True))
+        name = ("none" if full is None else f"floor {full}" if floor else f"p/{full}") + (
+            ", doubt only" if doubt_only else "")
+        print(f"| {name} | {cells} | {_finite_mean(means):+.3f} | {sum(below.values())} |")
+
+
+def learn_after(lines: list[dict], threshold: float) -> dict[str, list[str]]:
+    """An order rule read off the recording: a second step ``first -> second`` (taken at ``threshold``) is
+    allowed where the recorded second steps of that pair leave the images better in sum, refused where
+    worse; pairs never recorded stay allowed (no evidence either way). Only experts with a refused
+    predecessor are named, as chain_after expects."""
+    change: dict[tuple[str, str], float] = defaultdict(float)
+    for d in lines:
+        st = d["steps"]
+        if len(st) >= 2 and st[1]["p"] >= threshold:
+            change[st[0]["expert"], st[1]["expert"]] += st[1]["psnr"] - st[0]["psnr"]
+    experts = sorted({s["expert"] for d in lines for s in d["steps"]})
+    rule = {}
+    for e in experts:
+        allowed = [f for f in experts if f != e and change.get((f, e), 0.0) >= 0.0]
+        if len(allowed) < len(experts) - 1:
+            rule[e] = allowed
+    return rule
+
+
 def choose(args: argparse.Namespace) -> None:
     lines = [json.loads(t) for t in Path(args.out).read_text().splitlines()]
     candidates = [(k, th) for k in (1, 2, 3) for th in (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)]
     tasks = list(dict.fromkeys(d["task"] for d in lines))
     after = json.loads(args.after) if args.after else {}
+    if args.learn:
+        after = learn_after(lines, args.threshold)
+        print(f"learned order rule (second steps at p >= {args.threshold:g}): {json.dumps(after)}")
     print("| steps, threshold | " + " | ".join(tasks) + " | mean gain | below |")
     print("|---|" + "---|" * (len(tasks) + 2))
     for k, th in candidates:
@@ -107,7 +189,7 @@ def choose(args: argparse.Namespace) -> None:
             below += final < d["input"] - 1e-6
         means = [float(np.mean(gains[t])) for t in tasks]
         cells = " | ".join(f"{m:+.2f}" for m in means)
-        print(f"| {k}, {th} | {cells} | {np.mean(means):+.3f} | {below} |")
+        print(f"| {k}, {th} | {cells} | {_finite_mean(means):+.3f} | {below} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,8 +201,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--choose", action="store_true", help="replay the recorded lines for candidate settings")
     ap.add_argument("--after", help="with --choose: an order rule as JSON, e.g. '{\"tone\": [\"noise\"]}'")
+    ap.add_argument("--blend", action="store_true",
+                    help="with --choose: replay doubtful first steps applied in part (needs a recording "
+                         "with blends), the chain otherwise at --steps and --threshold")
+    ap.add_argument("--threshold", type=float, default=0.6,
+                    help="with --blend: the chain's threshold; with --learn: the second steps counted")
+    ap.add_argument("--learn", action="store_true",
+                    help="with --choose: replay under an order rule learned from the recording (learn_after)")
     args = ap.parse_args(argv)
-    if args.choose:
+    if args.choose and args.blend:
+        choose_blend(args)
+    elif args.choose:
         choose(args)
     else:
         record(args)

@@ -245,6 +245,7 @@ def export_routed(
             "class_bias": dict(network.class_bias),
             "keep_threshold": float(network.keep_threshold),
             "doubt_experts": getattr(network, "doubt_experts", None),
+            "doubt_floor": float(getattr(network, "doubt_floor", 0.0)),
             "route_size": int(network.route_size),
             "crop": "centre route_size x route_size (at most), its corner on the 8-pixel grid",
             "size_multiple": multiple,
@@ -263,11 +264,11 @@ def export_routed(
                           "the experts of scale_classes run on that shrunk image and their change, "
                           "enlarged (bicubic), is added to the image",
             "rule": "choose the most probable class; a class whose expert is null needs keep_threshold, "
-                    "else the most probable class whose expert is in doubt_experts (null: any expert; "
-                    "none there: leave the image); apply it, route again, up to "
-                    "max_steps; stop on a null expert, an expert already applied, or (after the first) "
-                    "p < chain_threshold or an expert named in chain_after whose list lacks the expert "
-                    "just applied",
+                    "else the most probable class whose expert is in doubt_experts (null: any expert) "
+                    "and whose p reaches doubt_floor (none there: leave the image); apply it, route "
+                    "again, up to max_steps; stop on a null expert, an expert already applied, or "
+                    "(after the first) p < chain_threshold or an expert named in chain_after whose "
+                    "list lacks the expert just applied",
         }
         with atomic_path(manifest_path, overwrite=True) as tmp:
             Path(tmp).write_text(json.dumps(manifest, indent=1) + "\n")
@@ -318,7 +319,8 @@ def run_exported(
             q = session(m["router"]).run(None, {"image": small})[0][0]
             struck = [classes.index(c) for c in m["scale_classes"]]
             p = np.asarray(discount_scale(p, q, struck, m["scale_threshold"]), dtype=np.float32)
-        best = choose_class(p.tolist(), to_expert, m["keep_threshold"], m.get("doubt_experts"))
+        best = choose_class(p.tolist(), to_expert, m["keep_threshold"], m.get("doubt_experts"),
+                            m.get("doubt_floor", 0.0))
         return {c: float(q) for c, q in zip(classes, p, strict=True)}, classes[best]
 
     def apply(name: str, x: np.ndarray) -> np.ndarray:

@@ -379,6 +379,14 @@ class Restorer:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise RamirError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.backend not in BACKENDS:
+            raise RamirError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        # before the bf16 fallback below: what was asked is refused on every CPU, not only where torch
+        # happens to have a bfloat16 path
+        if self.backend == "onnxruntime" and (
+            self.device.type != "cpu" or self.precision != "fp32" or self.twin_mask
+        ):
+            raise RamirError("the onnxruntime backend runs on the CPU in fp32 without --twin-mask")
         why = cpu_bf16_problem() if self.precision == "bf16" and self.device.type == "cpu" else None
         if why:  # said once, here, not per image: the whole run is fp32
             note = f"--precision bf16: {why}; restoring in fp32"
@@ -387,8 +395,6 @@ class Restorer:
             else:
                 warnings.warn(note, stacklevel=3)
             self.precision = "fp32"
-        if self.backend not in BACKENDS:
-            raise RamirError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         self.network = self.network.to(self.device).eval()
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # tiles repeat one size: cuDNN's autotuning pays off
@@ -406,10 +412,6 @@ class Restorer:
             self._bpp = max(bytes_per_pixel(e) for e in self._experts)
         else:
             self._bpp = bytes_per_pixel(self.network)
-        if self.backend == "onnxruntime" and (
-            self.device.type != "cpu" or self.precision != "fp32" or self.twin_mask
-        ):
-            raise RamirError("the onnxruntime backend runs on the CPU in fp32 without --twin-mask")
         if self.max_steps is None:
             self.max_steps = int(getattr(self.network, "max_steps", 1))
         if self.chain_threshold is None:

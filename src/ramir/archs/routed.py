@@ -199,18 +199,20 @@ def discount_scale(p: Sequence[float], q: Sequence[float], struck: Sequence[int]
 
 
 def choose_class(p: Sequence[float], class_expert: Sequence[str | None], keep_threshold: float,
-                 doubt_experts: Sequence[str] | None = None) -> int:
+                 doubt_experts: Sequence[str] | None = None, doubt_floor: float = 0.0) -> int:
     """The class chosen from probabilities ``p``: the most probable, except that a class whose image is
     left unchanged (``class_expert`` None) needs ``keep_threshold``; below it the most probable class
-    whose expert is in ``doubt_experts`` (None: every expert) wins, and the image is left as it is when
-    there is none. Why a restriction can help: an expert chosen in doubt often meets clean photos, and
-    only some leave a clean photo as it was (the tone expert brightens it by design); why the default
-    model has none: lightly hazy photos also start in doubt, and need the tone expert (docs/routing.md)."""
+    whose expert is in ``doubt_experts`` (None: every expert) and whose probability reaches
+    ``doubt_floor`` wins, and the image is left as it is when there is none. Why a restriction can help:
+    an expert chosen in doubt often meets clean photos, and only some leave a clean photo as it was (the
+    tone expert brightens it by design); why the default model restricts no expert: lightly hazy photos
+    also start in doubt, and need the tone expert (docs/routing.md). The floor leaves a photo alone when
+    the router sees nothing to restore in it (every expert's class under a few per cent)."""
     best = max(range(len(p)), key=lambda i: p[i])
     if class_expert[best] is not None or p[best] >= keep_threshold:
         return best
     allowed = [i for i, e in enumerate(class_expert)
-               if e is not None and (doubt_experts is None or e in doubt_experts)]
+               if e is not None and (doubt_experts is None or e in doubt_experts) and p[i] >= doubt_floor]
     return max(allowed, key=lambda i: p[i]) if allowed else best
 
 
@@ -238,6 +240,7 @@ class RoutedNetwork(nn.Module):
         keep_threshold: float = 0.0,
         class_bias: Mapping[str, float] | None = None,
         doubt_experts: Sequence[str] | None = None,
+        doubt_floor: float = 0.0,
         max_steps: int = 1,
         chain_threshold: float = 0.0,
         chain_after: Mapping[str, Sequence[str]] | None = None,
@@ -267,6 +270,10 @@ class RoutedNetwork(nn.Module):
         # the experts a doubtful "clean" may fall back to (choose_class); None: all, as before
         _check_names("doubt_experts", doubt_experts or [], experts, "an expert")
         self.doubt_experts = None if doubt_experts is None else [str(e) for e in doubt_experts]
+        # the probability that fallback needs (0: any, as before); below it the photo is left alone
+        if not 0.0 <= float(doubt_floor) < 1.0:
+            raise ValueError(f"doubt_floor is a probability in [0, 1), got {doubt_floor}")
+        self.doubt_floor = float(doubt_floor)
         if int(max_steps) < 1:
             raise ValueError(f"max_steps must be at least 1, got {max_steps}")
         # the chain (ramir.routing): experts per image at most, and the router probability a step after
@@ -333,7 +340,7 @@ class RoutedNetwork(nn.Module):
                 [discount_scale(pi, qi, struck, self.scale_threshold) for pi, qi in rows], device=probs.device
             )
         class_expert = [self.expert_for(c) for c in self.classes]
-        chosen = [choose_class(row, class_expert, self.keep_threshold, self.doubt_experts)
+        chosen = [choose_class(row, class_expert, self.keep_threshold, self.doubt_experts, self.doubt_floor)
                   for row in probs.tolist()]
         return probs, chosen
 

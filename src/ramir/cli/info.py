@@ -60,8 +60,10 @@ def _routing(info: dict) -> list[tuple[str, str]]:
         ("routes", routes),
         ("priors", ", ".join(f"{k} {v:+g}" for k, v in bias.items() if v) or "none"),
         ("keep threshold", f"{cfg.get('keep_threshold', 0.0):g} (the clean class needs this probability"
-                           + (f"; below it only {', '.join(cfg['doubt_experts'])} may restore)"
-                              if cfg.get("doubt_experts") is not None else ")")),
+                           + (f"; below it only {', '.join(cfg['doubt_experts'])} may restore"
+                              if cfg.get("doubt_experts") is not None else "")
+                           + (f"; below it an expert needs p >= {cfg['doubt_floor']:g}, else it is left"
+                              if cfg.get("doubt_floor") else "") + ")"),
         ("chain", f"at most {cfg.get('max_steps', 1)} step(s); a later step needs p >= "
                   f"{cfg.get('chain_threshold', 0.0):g}"
                   + "".join(f"; {k} only after {', '.join(v) or 'nothing'}"

@@ -1,0 +1,42 @@
+"""Store a trained expert's weights in fp16, small enough to commit, for a new machine to judge or continue.
+
+    python experiments/experts/store_fp16.py runs/expert_deblur_cycle13/final.safetensors \\
+        experiments/experts/pending/deblur_cycle13.safetensors
+
+An expert that finished training but was not yet judged in the routed model would otherwise live only in
+``runs/``, which a new machine does not have. The fp16 file (about 0.9 MB for a ``nafnet-s``) is what the
+routed model stores of it anyway (upcast at load), so ``reconfigure_routed.py --expert NAME=FILE`` takes it
+as it would the run's own checkpoint, and ``ramir finetune --set init_from=FILE`` continues from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "src"))
+
+from ramir.archs import network_spec  # noqa: E402
+from ramir.checkpoints import load_checkpoint, load_network, save_checkpoint  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("source", type=Path)
+    ap.add_argument("out", type=Path)
+    args = ap.parse_args(argv)
+    net = load_network(args.source)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    meta = {k: v for k, v in load_checkpoint(args.source).metadata.items()
+            if k not in ("ramir_version", "torch_version", "date", "spec", "stage")}
+    meta.update(stored_from=str(args.source), weights_dtype="float16")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(args.out, state, spec=network_spec(net), stage="finetune", metadata=meta)
+    print(f"{args.out}: {args.out.stat().st_size / 2**20:.2f} MiB, fp16 of {args.source}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
