@@ -128,11 +128,7 @@ def choose_blend(args: argparse.Namespace) -> None:
     """Replay a doubtful first step applied in part (``x + w (y - x)``, ``w = p / full``) or not at all
     (``floor``: below ``full`` the image is left), the chain ending there; every other image as the chain
     (``--steps``, ``--threshold``, ``--after``) has it."""
-    lines = [json.loads(t) for t in Path(args.out).read_text().splitlines()]
-    tasks = list(dict.fromkeys(d["task"] for d in lines))
-    after = json.loads(args.after) if args.after else {}
-    print("| blend rule | " + " | ".join(tasks) + " | mean gain | below |")
-    print("|---|" + "---|" * (len(tasks) + 2))
+    lines, tasks, after = _recording(args, "blend rule")
     parts = [(f, o, False) for o in (True, False) for f in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)]
     floors = [(f, True, True) for f in (0.05, 0.1, 0.15, 0.2, 0.3)]
     rules = [(None, False, False), *parts, *floors]
@@ -169,16 +165,23 @@ def learn_after(lines: list[dict], threshold: float) -> dict[str, list[str]]:
     return rule
 
 
-def choose(args: argparse.Namespace) -> None:
+def _recording(args: argparse.Namespace, first_column: str) -> tuple[list[dict], list[str], dict]:
+    """The recorded lines, their tasks in order and the order rule to replay (``--after``, or with
+    ``--learn`` the one read off the lines, printed); prints the replay table's header."""
     lines = [json.loads(t) for t in Path(args.out).read_text().splitlines()]
-    candidates = [(k, th) for k in (1, 2, 3) for th in (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)]
     tasks = list(dict.fromkeys(d["task"] for d in lines))
     after = json.loads(args.after) if args.after else {}
     if args.learn:
         after = learn_after(lines, args.threshold)
         print(f"learned order rule (second steps at p >= {args.threshold:g}): {json.dumps(after)}")
-    print("| steps, threshold | " + " | ".join(tasks) + " | mean gain | below |")
+    print(f"| {first_column} | " + " | ".join(tasks) + " | mean gain | below |")
     print("|---|" + "---|" * (len(tasks) + 2))
+    return lines, tasks, after
+
+
+def choose(args: argparse.Namespace) -> None:
+    candidates = [(k, th) for k in (1, 2, 3) for th in (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)]
+    lines, tasks, after = _recording(args, "steps, threshold")
     for k, th in candidates:
         if k == 1 and th > 0:
             continue

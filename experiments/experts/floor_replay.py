@@ -25,17 +25,17 @@ ROOT = Path(__file__).resolve().parents[2]
 SUITES = ["validation_composite", "validation_unseen", "validation", "validation_large"]
 
 
-def first_choice(net, lq, floor: float) -> str:
-    """The class the router chooses first for one image under ``floor`` (RoutedNetwork.decide)."""
+def first_choices(net, lq, floors: tuple[float, ...]) -> list[str]:
+    """The class the router chooses first for one image under each of ``floors``: its probabilities once
+    (RoutedNetwork.decide, second look included), then the model's rule (choose_class) per floor."""
+    from ramir.archs.routed import choose_class
     from ramir.imagespace import normalize
 
-    saved = net.doubt_floor
-    net.doubt_floor = floor
-    try:
-        with torch.no_grad():
-            return net.decide_one(normalize(torch.from_numpy(lq).permute(2, 0, 1)[None]))[1]
-    finally:
-        net.doubt_floor = saved
+    with torch.no_grad():
+        probs, _ = net.decide(normalize(torch.from_numpy(lq).permute(2, 0, 1)[None]))
+    p, class_expert = probs[0].tolist(), [net.expert_for(c) for c in net.classes]
+    keep, doubt = net.keep_threshold, net.doubt_experts
+    return [net.classes[choose_class(p, class_expert, keep, doubt, f)] for f in floors]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         left = set()
         for name in dict.fromkeys(r["task"] for r in rows):
             for s in ev.iter_samples(tasks[name]):
-                with_floor = first_choice(net, s.lq, args.floor)
-                if with_floor != first_choice(net, s.lq, 0.0) and net.expert_for(with_floor) is None:
+                with_floor, without = first_choices(net, s.lq, (args.floor, 0.0))
+                if with_floor != without and net.expert_for(with_floor) is None:
                     left.add((name, s.name))
                     print(f"{folder.name}: {name} {s.name} left unchanged")
         out = folder.with_name(folder.name.rsplit("_", 1)[0] + "_" + args.label)

@@ -18,8 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
-from ramir.archs import network_spec  # noqa: E402
-from ramir.checkpoints import load_checkpoint, load_network, save_checkpoint  # noqa: E402
+from ramir.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,13 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("source", type=Path)
     ap.add_argument("out", type=Path)
     args = ap.parse_args(argv)
-    net = load_network(args.source)
-    state = {k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}
-    meta = {k: v for k, v in load_checkpoint(args.source).metadata.items()
-            if k not in ("ramir_version", "torch_version", "date", "spec", "stage")}
+    ckpt = load_checkpoint(args.source, prefer_ema=True)  # the EMA weights, as the routed model keeps them
+    if ckpt.spec is None:
+        raise SystemExit(f"{args.source}: no recorded architecture to store with the weights")
+    state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt.state_dict.items()}
+    meta = {k: v for k, v in ckpt.metadata.items() if k not in ("ramir_version", "torch_version", "date")}
     meta.update(stored_from=str(args.source), weights_dtype="float16")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(args.out, state, spec=network_spec(net), stage="finetune", metadata=meta)
+    save_checkpoint(args.out, state, spec=ckpt.spec, stage="finetune", metadata=meta)
     print(f"{args.out}: {args.out.stat().st_size / 2**20:.2f} MiB, fp16 of {args.source}")
     return 0
 
