@@ -1,0 +1,47 @@
+"""One validation image through routed models: each model's chain of decisions and the PSNR it ends at.
+
+    python experiments/experts/explain_image.py configs/eval/validation_large.yaml vall-camnoise 106025 \
+        runs/cand13a.safetensors runs/cand14b.safetensors
+
+For the photo behind a task's average: ``below_input.py`` says which task moved, the per-image CSV of
+``ramir evaluate`` which photo, and this which step of the chain made the difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from ramir.evaluation import iter_samples, load_suite, measure
+from ramir.inference import load
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("suite")
+    parser.add_argument("task")
+    parser.add_argument("image", help="the image's name, as in per_image.csv")
+    parser.add_argument("models", nargs="+")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    tasks = [t for t in load_suite(args.suite).tasks if t.name == args.task]
+    if not tasks:
+        parser.error(f"no task {args.task!r} in {args.suite}")
+    sample = next((s for s in iter_samples(tasks[0]) if s.name == args.image), None)
+    if sample is None:
+        parser.error(f"no image {args.image!r} in {args.task}")
+    print(f"input: {measure(sample.lq, sample.gt_u8)['psnr_reference']:.2f} dB")
+    for path in args.models:
+        restorer = load(path, tile=0)
+        psnr = measure(restorer.restore_rgb(sample.lq), sample.gt_u8)["psnr_reference"]
+        decision = restorer.last_decisions[0]
+        steps = ", ".join(f"{s.expert} ({s.label} p {s.p:.2f})" for s in decision.steps) or "left alone"
+        top = sorted(decision.probabilities.items(), key=lambda kv: -kv[1])[:3]
+        first = ", ".join(f"{k} {v:.2f}" for k, v in top)
+        print(f"{path}: {psnr:.2f} dB; steps: {steps}; stop: {decision.stop}; first look: {first}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
