@@ -1,7 +1,7 @@
 """One validation image through routed models: each model's chain of decisions and the PSNR it ends at.
 
     python experiments/experts/explain_image.py configs/eval/validation_large.yaml vall-camnoise 106025 \
-        runs/cand13a.safetensors runs/cand14b.safetensors
+        runs/cand13a.safetensors runs/cand14b.safetensors --look-after deblur
 
 For the photo behind a task's average: ``below_input.py`` says which task moved, the per-image CSV of
 ``ramir evaluate`` which photo, and this which step of the chain made the difference.
@@ -23,6 +23,9 @@ def main() -> int:
     parser.add_argument("task")
     parser.add_argument("image", help="the image's name, as in per_image.csv")
     parser.add_argument("models", nargs="+")
+    parser.add_argument(
+        "--look-after", metavar="EXPERT", help="also force EXPERT, then show the router's look at its output"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     tasks = [t for t in load_suite(args.suite).tasks if t.name == args.task]
@@ -40,6 +43,13 @@ def main() -> int:
         top = sorted(decision.probabilities.items(), key=lambda kv: -kv[1])[:3]
         first = ", ".join(f"{k} {v:.2f}" for k, v in top)
         print(f"{path}: {psnr:.2f} dB; steps: {steps}; stop: {decision.stop}; first look: {first}")
+        if args.look_after:
+            forced = restorer.restore_rgb(sample.lq, expert=args.look_after)
+            psnr = measure(forced, sample.gt_u8)["psnr_reference"]
+            restorer.restore_rgb(forced)
+            top = sorted(restorer.last_decisions[0].probabilities.items(), key=lambda kv: -kv[1])[:3]
+            look = ", ".join(f"{k} {v:.2f}" for k, v in top)
+            print(f"  {args.look_after} alone: {psnr:.2f} dB; the router's look at it: {look}")
     return 0
 
 
