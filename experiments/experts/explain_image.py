@@ -17,6 +17,11 @@ from ramir.evaluation import iter_samples, load_suite, measure
 from ramir.inference import load
 
 
+def _top(probabilities: dict[str, float], n: int = 3) -> str:
+    """The ``n`` most probable classes, as 'name p, ...'."""
+    return ", ".join(f"{k} {v:.2f}" for k, v in sorted(probabilities.items(), key=lambda kv: -kv[1])[:n])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("suite")
@@ -40,15 +45,12 @@ def main() -> int:
         psnr = measure(restorer.restore_rgb(sample.lq), sample.gt_u8)["psnr_reference"]
         decision = restorer.last_decisions[0]
         steps = ", ".join(f"{s.expert} ({s.label} p {s.p:.2f})" for s in decision.steps) or "left alone"
-        top = sorted(decision.probabilities.items(), key=lambda kv: -kv[1])[:3]
-        first = ", ".join(f"{k} {v:.2f}" for k, v in top)
+        first = _top(decision.probabilities)
         print(f"{path}: {psnr:.2f} dB; steps: {steps}; stop: {decision.stop}; first look: {first}")
         if args.look_after:
             forced = restorer.restore_rgb(sample.lq, expert=args.look_after)
             psnr = measure(forced, sample.gt_u8)["psnr_reference"]
-            restorer.restore_rgb(forced)
-            top = sorted(restorer.last_decisions[0].probabilities.items(), key=lambda kv: -kv[1])[:3]
-            look = ", ".join(f"{k} {v:.2f}" for k, v in top)
+            look = _top(restorer.route(forced).probabilities)  # the router only: no expert runs
             print(f"  {args.look_after} alone: {psnr:.2f} dB; the router's look at it: {look}")
     return 0
 
