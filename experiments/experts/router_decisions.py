@@ -2,6 +2,8 @@
 
     python experiments/experts/router_decisions.py MODEL --out runs/logits_LABEL.json
     python experiments/experts/router_decisions.py --logits runs/logits_LABEL.json --bias motion=-1 ...
+    python experiments/experts/router_decisions.py --logits runs/logits_LABEL.json --scale-threshold 0.8 \
+        --second-look
 
 The first form runs the router once over the three validation splits (composite, unseen-variant,
 ordinary) and stores its logits per image; the second replays priors (``class_bias``) on stored logits,
@@ -100,6 +102,21 @@ def replay(data: dict, bias: dict[str, float], scale_threshold: float | None = N
     return wrong
 
 
+def second_look_mass(data: dict, bias: dict[str, float]) -> dict[str, list[float]]:
+    """Per task of large photos, the second look's probability of the scale classes together (blur and
+    motion), sorted: where ``scale_threshold`` falls among the photos that need deblurring and those that
+    do not."""
+    classes = data["classes"]
+    b = torch.tensor([bias.get(c, 0.0) for c in classes])
+    idx = [classes.index(c) for c in data.get("scale_classes") or []]
+    mass = {}
+    for task, rows in (data.get("small") or {}).items():
+        seen = [float((torch.tensor(r) + b).softmax(0)[idx].sum()) for r in rows if r is not None]
+        if seen:
+            mass[task] = sorted(round(v, 2) for v in seen)
+    return mass
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", type=Path, nargs="?")
@@ -109,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="prior to replay, over the model's own (repeatable)")
     ap.add_argument("--scale-threshold", type=float, default=None,
                     help="replay the second look of large photos with this threshold (default: off)")
+    ap.add_argument("--second-look", action="store_true",
+                    help="also print, per task of large photos, the second look's blur and motion together")
     args = ap.parse_args(argv)
     if args.logits is None:
         if args.model is None or args.out is None:
@@ -123,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     wrong = replay(data, bias, args.scale_threshold)
     look = "" if args.scale_threshold is None else f", second look below {args.scale_threshold:g}"
     print(f"priors {json.dumps(bias)}{look}: {sum(wrong.values())} wrong first steps; {json.dumps(wrong)}")
+    if args.second_look:
+        for task, seen in second_look_mass(data, bias).items():
+            print(f"{task}: second look, blur and motion together: {seen}")
     return 0
 
 
