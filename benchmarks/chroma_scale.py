@@ -18,19 +18,24 @@ import numpy as np
 import torch
 
 
-def scaled_chroma(rgb01: np.ndarray, k: float) -> np.ndarray:
-    """``rgb01`` with CIELAB a* and b* multiplied by ``k``, back in sRGB, clipped, rounded to 8 bits."""
-    from skimage.color import lab2rgb, rgb2lab
-
-    lab = rgb2lab(np.clip(rgb01, 0, 1))
-    lab[..., 1:] *= k
-    return np.round(np.clip(lab2rgb(lab), 0, 1) * 255) / 255
-
-
-def mean_chroma(rgb01: np.ndarray) -> float:
+def lab_of(rgb01: np.ndarray) -> np.ndarray:
+    """CIELAB of an sRGB image in [0, 1], computed once per image and shared by the measures below."""
     from skimage.color import rgb2lab
 
-    lab = rgb2lab(np.clip(rgb01, 0, 1))
+    return rgb2lab(np.clip(np.asarray(rgb01, dtype=np.float64), 0, 1))
+
+
+def scaled_chroma(lab: np.ndarray, k: float) -> np.ndarray:
+    """The image of CIELAB ``lab`` with a* and b* multiplied by ``k``: sRGB, clipped, rounded to 8 bits."""
+    from skimage.color import lab2rgb
+
+    scaled = lab.copy()
+    scaled[..., 1:] *= k
+    return np.round(np.clip(lab2rgb(scaled), 0, 1) * 255) / 255
+
+
+def mean_chroma(lab: np.ndarray) -> float:
+    """Mean CIELAB chroma C* = |(a*, b*)|."""
     return float(np.hypot(lab[..., 1], lab[..., 2]).mean())
 
 
@@ -56,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         ratios, errors = [], {k: [] for k in scales}
         for s in iter_samples(task, args.max_images):
             clean = s.gt_u8.astype(np.float32) / 255.0
-            out = np.asarray(restorer.restore(s.lq), dtype=np.float64)
-            ratios.append(mean_chroma(out) / max(mean_chroma(clean), 1e-6))
+            out = lab_of(restorer.restore(s.lq))
+            ratios.append(mean_chroma(out) / max(mean_chroma(lab_of(clean)), 1e-6))
             for k in scales:
                 errors[k].append(colour_error(scaled_chroma(out, k), clean))
         q = np.percentile(ratios, [25, 50, 75])
