@@ -10,6 +10,7 @@ the lowest PSNR and how many were changed at all).
 
 from __future__ import annotations
 
+import argparse
 import csv
 import sys
 from collections import defaultdict
@@ -17,9 +18,15 @@ from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", help="output folders of `ramir evaluate`")
+    folders = parser.parse_args(argv).folders
+    missing = [f for f in folders if not (Path(f) / "per_image.csv").is_file()]
+    if missing:
+        parser.error(f"no per_image.csv in {', '.join(missing)}")
     inputs: dict[tuple[str, str], float] = {}
     models: dict[str, dict[tuple[str, str], float]] = defaultdict(dict)
-    for folder in argv:
+    for folder in folders:
         with open(Path(folder) / "per_image.csv", newline="") as f:
             for row in csv.DictReader(f):
                 key = (row["task"], row["image"])
