@@ -18,13 +18,6 @@ import numpy as np
 import torch
 
 
-def lab_of(rgb01: np.ndarray) -> np.ndarray:
-    """CIELAB of an sRGB image in [0, 1], computed once per image and shared by the measures below."""
-    from skimage.color import rgb2lab
-
-    return rgb2lab(np.clip(np.asarray(rgb01, dtype=np.float64), 0, 1))
-
-
 def scaled_chroma(lab: np.ndarray, k: float) -> np.ndarray:
     """The image of CIELAB ``lab`` with a* and b* multiplied by ``k``: sRGB, clipped, rounded to 8 bits."""
     from skimage.color import lab2rgb
@@ -42,7 +35,7 @@ def mean_chroma(lab: np.ndarray) -> float:
 def main(argv: list[str] | None = None) -> int:
     from ramir.evaluation import iter_samples, load_suite
     from ramir.inference import load
-    from ramir.metrics import colour_error
+    from ramir.metrics import colour_error, to_lab
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="checkpoint (default: the embedded model)")
@@ -61,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         ratios, errors = [], {k: [] for k in scales}
         for s in iter_samples(task, args.max_images):
             clean = s.gt_u8.astype(np.float32) / 255.0
-            out = lab_of(restorer.restore(s.lq))
-            ratios.append(mean_chroma(out) / max(mean_chroma(lab_of(clean)), 1e-6))
+            out = to_lab(restorer.restore(s.lq))  # once per image, shared by the ratio and every scale
+            ratios.append(mean_chroma(out) / max(mean_chroma(to_lab(clean)), 1e-6))
             for k in scales:
                 errors[k].append(colour_error(scaled_chroma(out, k), clean))
         q = np.percentile(ratios, [25, 50, 75])

@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
                     inputs[key] = value
                 else:
                     models[row["method"]][key] = value
-    tasks = sorted({t for t, _ in inputs}, key=lambda t: list(dict.fromkeys(t for t, _ in inputs)).index(t))
+    tasks = list(dict.fromkeys(t for t, _ in inputs))  # in the order the folders list them
     names = list(models)
     print("| task | input | " + " | ".join(f"{m}: PSNR (gain) below/n" for m in names) + " |")
     print("|---|---|" + "---|" * len(names))

@@ -230,6 +230,14 @@ def grid_ratio(output01: np.ndarray, clean01: np.ndarray, **kwargs) -> float:
     return lattice_energy(output01, clean01, **kwargs) / lattice_energy(clean01, clean01, **kwargs)
 
 
+def to_lab(img01: np.ndarray) -> np.ndarray:
+    """CIELAB (D65) of an sRGB image in [0, 1], clipped and in float64: the colour space of
+    :func:`colour_error`, shared so that a benchmark converting once per image measures the same thing."""
+    from skimage.color import rgb2lab
+
+    return rgb2lab(np.clip(np.asarray(img01, dtype=np.float64), 0, 1))
+
+
 def colour_error(img01: np.ndarray, ref01: np.ndarray, *, lightness: bool = True) -> float:
     """Mean CIEDE2000 colour difference to the reference (sRGB -> CIELAB, D65): 1 is about a just
     noticeable difference; washed-out or colour-cast results score high even when PSNR looks fine.
@@ -238,10 +246,9 @@ def colour_error(img01: np.ndarray, ref01: np.ndarray, *, lightness: bool = True
     before the difference is taken, so that only hue and chroma count. Why: after low light the error
     is mostly brightness, which a blind restorer cannot know exactly (the exposure is unknown), and the
     two parts call for different remedies."""
-    from skimage.color import deltaE_ciede2000, rgb2lab
+    from skimage.color import deltaE_ciede2000
 
-    a = rgb2lab(np.clip(np.asarray(img01, dtype=np.float64), 0, 1))
-    b = rgb2lab(np.clip(np.asarray(ref01, dtype=np.float64), 0, 1))
+    a, b = to_lab(img01), to_lab(ref01)
     if not lightness:
         a[..., 0] = b[..., 0]
     return float(deltaE_ciede2000(a, b).mean())
