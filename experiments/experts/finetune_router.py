@@ -5,12 +5,16 @@
 
 The experts and settings are kept; only the router's weights change (a warm start from the shipped
 router, so classes it already separates are not learned again). Source names map to classes as in
-``build_routed.py``. The log (accuracy over the last batches) goes beside the output as ``.router.json``.
+``build_routed.py``. ``--distill W --new-sources A,B`` keeps the starting router's class
+probabilities on every other source (a frozen copy of it is the teacher; see
+``ramir.training.router.train_router``). The log (accuracy over the last batches) goes beside the
+output as ``.router.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -37,19 +41,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=6)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--distill", type=float, default=0.0,
+                    help="weight of the KL term towards the starting router on old sources")
+    ap.add_argument("--new-sources", default="", help="comma-separated sources taught from labels alone")
     ap.add_argument("--fp16", action="store_true", help="store floating tensors as fp16")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     ckpt = routed_checkpoint(args.source)
     net = routed_network(ckpt, ckpt.spec.kwargs)
+    teacher = copy.deepcopy(net.router) if args.distill > 0 else None
+    new_sources = [s for s in args.new_sources.split(",") if s]
     start = time.perf_counter()
     router, log = train_router(args.recipe, SOURCE_CLASSES, net.classes, iterations=args.iterations,
-                               lr=args.lr, seed=args.seed, init=net.router)
+                               lr=args.lr, seed=args.seed, init=net.router, teacher=teacher,
+                               distill=args.distill, new_sources=new_sources)
     seconds = time.perf_counter() - start
     net.router = router.eval()
     meta = {**ckpt.metadata, "router_finetuned": {"from": str(args.source), "recipe": str(args.recipe),
                                                   "iterations": args.iterations, "lr": args.lr,
+                                                  "distill": args.distill, "new_sources": new_sources,
                                                   "seconds": round(seconds)}}
     save_routed(args.out, net, meta, fp16=args.fp16)
     args.out.with_suffix(".router.json").write_text(json.dumps({"log": log, "seconds": seconds}, indent=1))

@@ -31,12 +31,22 @@ def train_router(
     seed: int = 0,
     log_every: int = 250,
     init: nn.Module | None = None,
+    teacher: nn.Module | None = None,
+    distill: float = 0.0,
+    new_sources: Sequence[str] = (),
 ) -> tuple[nn.Module, list[dict[str, Any]]]:
     """A router trained on the sources of ``recipe_path``'s ``data.train`` (patch size from the recipe).
 
     ``source_classes``: source name -> class name; ``classes``: the class order of the router's outputs.
     ``init``: a trained router to continue (a warm start: new sources taught to a router that already
     knows the others) instead of a fresh one of ``width``.
+    ``teacher``, ``distill``, ``new_sources``: keep what a trained router decides while teaching it more.
+    A warm start alone drifts: cross-entropy on hard labels moves the probabilities of images it already
+    classed right, and the routed network acts on those probabilities (keep threshold, fallback class,
+    chain threshold), so decisions on old sources change. With a teacher (usually a frozen copy of
+    ``init``), patches of every source not in ``new_sources`` add ``distill`` times the KL divergence
+    from the teacher's class probabilities to the router's; patches of ``new_sources`` learn from their
+    labels alone (the teacher's verdict on them is the one being corrected).
     Returns the router (eval mode) and the log (iteration, loss, accuracy of the last ``log_every``).
     """
     from torch.utils.data import DataLoader
@@ -47,16 +57,23 @@ def train_router(
     from ramir.training import load_recipe
     from ramir.training.schedule import WarmupCosine
 
+    if distill < 0 or (distill > 0 and teacher is None):
+        raise ConfigError("distillation needs a teacher router and a weight >= 0")
     recipe = load_recipe(recipe_path)
     index = {c: i for i, c in enumerate(classes)}
     names = [s["name"] for s in recipe.data["train"]["sources"]]
     unknown = [n for n in names if source_classes.get(n) not in index]
     if unknown:
         raise ConfigError(f"sources without a router class: {', '.join(unknown)}")
+    missing = sorted(set(new_sources) - set(names))
+    if missing:
+        raise ConfigError(f"new sources not in the recipe: {', '.join(missing)}")
     data = build_dataset(recipe.data["train"], seed=seed, base_dir=recipe.base_dir)
     torch.manual_seed(seed)
     router = DegradationRouter(len(classes), width) if init is None else init
     router.train()
+    if teacher is not None:
+        teacher = teacher.eval().requires_grad_(False)
     optimizer = torch.optim.Adam(router.parameters(), lr=lr)
     schedule = WarmupCosine(optimizer, base_lr=lr, iterations=iterations, warmup=0, eta_min=lr / 100)
     log: list[dict[str, Any]] = []
@@ -69,8 +86,11 @@ def train_router(
                 break
             schedule.apply(step)
             target = torch.tensor([index[source_classes[t]] for t in batch["task"]])
-            logits = router(normalize(batch["lq"].clamp(0, 1)))
+            x = normalize(batch["lq"].clamp(0, 1))
+            logits = router(x)
             loss = torch.nn.functional.cross_entropy(logits, target)
+            if distill > 0:
+                loss = loss + distill * _distillation(logits, teacher, x, batch["task"], new_sources)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -83,6 +103,19 @@ def train_router(
                 correct, seen, total_loss = 0, 0, 0.0
         epoch += 1
     return router.eval(), log
+
+
+def _distillation(
+    logits: torch.Tensor, teacher: nn.Module, x: torch.Tensor, tasks: Sequence[str], new: Sequence[str]
+) -> torch.Tensor:
+    """Mean KL(teacher || router) over the patches of old sources (zero when the batch has none)."""
+    old = torch.tensor([t not in new for t in tasks])
+    if not old.any():
+        return logits.sum() * 0.0
+    with torch.no_grad():
+        target = torch.log_softmax(teacher(x[old]), dim=1)
+    log_p = torch.log_softmax(logits[old], dim=1)
+    return torch.nn.functional.kl_div(log_p, target, log_target=True, reduction="batchmean")
 
 
 def assemble(
