@@ -517,10 +517,11 @@ def test_router_distillation_keeps_the_teachers_probabilities(tmp_path):
         runs = {}
         for weight in (0.0, 5.0):
             start = copy.deepcopy(teacher)
+            # the router it continues is its own teacher: train_router freezes a copy, not ``start``
             runs[weight], _ = train_router(recipe, mapping, classes, iterations=30, batch_size=8,
                                            log_every=30, seed=3, lr=3e-3, init=start,
-                                           teacher=copy.deepcopy(teacher) if weight else None,
-                                           distill=weight)
+                                           teacher=start if weight else None, distill=weight)
+            assert all(p.requires_grad for p in runs[weight].parameters())
         with pytest.raises(ramir.errors.ConfigError, match="teacher"):
             train_router(recipe, mapping, classes, iterations=1, distill=1.0)
         with pytest.raises(ramir.errors.ConfigError, match="not in the recipe"):

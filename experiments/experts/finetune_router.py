@@ -6,7 +6,7 @@
 The experts and settings are kept; only the router's weights change (a warm start from the shipped
 router, so classes it already separates are not learned again). Source names map to classes as in
 ``build_routed.py``. ``--distill W --new-sources A,B`` keeps the starting router's class
-probabilities on every other source (a frozen copy of it is the teacher; see
+probabilities on every other source (train_router freezes a copy of it as the teacher; see
 ``ramir.training.router.train_router``). The log (accuracy over the last batches) goes beside the
 output as ``.router.json``.
 """
@@ -14,7 +14,6 @@ output as ``.router.json``.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time
@@ -50,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ckpt = routed_checkpoint(args.source)
     net = routed_network(ckpt, ckpt.spec.kwargs)
-    teacher = copy.deepcopy(net.router) if args.distill > 0 else None
+    teacher = net.router if args.distill > 0 else None  # train_router freezes a copy of it
     new_sources = [s for s in args.new_sources.split(",") if s]
     start = time.perf_counter()
     router, log = train_router(args.recipe, SOURCE_CLASSES, net.classes, iterations=args.iterations,

@@ -9,6 +9,7 @@ puts the router and the experts' EMA weights into one checkpoint that ``ramir.lo
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,10 +44,11 @@ def train_router(
     ``teacher``, ``distill``, ``new_sources``: keep what a trained router decides while teaching it more.
     A warm start alone drifts: cross-entropy on hard labels moves the probabilities of images it already
     classed right, and the routed network acts on those probabilities (keep threshold, fallback class,
-    chain threshold), so decisions on old sources change. With a teacher (usually a frozen copy of
-    ``init``), patches of every source not in ``new_sources`` add ``distill`` times the KL divergence
-    from the teacher's class probabilities to the router's; patches of ``new_sources`` learn from their
-    labels alone (the teacher's verdict on them is the one being corrected).
+    chain threshold), so decisions on old sources change. With a teacher (usually ``init`` itself: a copy
+    is taken and frozen before the first step, leaving the caller's module as it was), patches of every
+    source not in ``new_sources`` add ``distill`` times the KL divergence from the teacher's class
+    probabilities to the router's; patches of ``new_sources`` learn from their labels alone (the
+    teacher's verdict on them is the one being corrected).
     Returns the router (eval mode) and the log (iteration, loss, accuracy of the last ``log_every``).
     """
     from torch.utils.data import DataLoader
@@ -73,7 +75,7 @@ def train_router(
     router = DegradationRouter(len(classes), width) if init is None else init
     router.train()
     if teacher is not None:
-        teacher = teacher.eval().requires_grad_(False)
+        teacher = copy.deepcopy(teacher).eval().requires_grad_(False)
     optimizer = torch.optim.Adam(router.parameters(), lr=lr)
     schedule = WarmupCosine(optimizer, base_lr=lr, iterations=iterations, warmup=0, eta_min=lr / 100)
     log: list[dict[str, Any]] = []
