@@ -528,16 +528,19 @@ def restorer_method(label: str, restorer: Any, info: dict[str, Any] | None = Non
 
 
 def model_method(
-    label: str, path: str, *, device: str = "auto", tile: int | str = "auto", max_memory: int | None = None
+    label: str, path: str, *, device: str = "auto", tile: int | str = "auto", max_memory: int | None = None,
+    ensemble: int = 1,
 ) -> Method:
     """Load a checkpoint with :func:`ramir.inference.load` (once) and wrap it as a method."""
     from ramir.inference import load
 
-    restorer = load(path, device=device, tile=tile, **({"max_memory": max_memory} if max_memory else {}))
+    memory = {"max_memory": max_memory} if max_memory else {}
+    restorer = load(path, device=device, tile=tile, ensemble=ensemble, **memory)
     info = {
         "path": str(path),
         "device": str(getattr(restorer, "device", device)),
         "tile": tile,
+        "ensemble": ensemble,
         "name": getattr(restorer, "name", ""),
     }
     return restorer_method(label, restorer, info)

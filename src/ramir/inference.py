@@ -45,6 +45,8 @@ from torch import nn
 from ramir.archs import bytes_per_pixel, network_multiple
 from ramir.archs.descriptor import FALLBACK_BYTES_PER_PIXEL
 from ramir.devices import cpu_bf16_problem, free_memory, resolve_device
+from ramir.ensemble import VIEWS as ENSEMBLE_VIEWS
+from ramir.ensemble import self_ensemble
 from ramir.errors import CheckpointError, ImageError, RamirError
 from ramir.imagespace import denormalize, normalize
 from ramir.routing import Decision, Step, parse_experts, run_chain, run_forced
@@ -375,8 +377,15 @@ class Restorer:
     chain_threshold: float | None = None
     # expert -> the experts it may follow as a later step (None: the checkpoint's; {}: any order)
     chain_after: dict[str, list[str]] | None = None
+    # geometric self-ensemble (ramir.ensemble): each expert (or the plain network) restores this many
+    # flipped/transposed views and their mean is kept; 1 = one pass. Routing still looks once.
+    ensemble: int = 1
 
     def __post_init__(self) -> None:
+        if self.ensemble not in ENSEMBLE_VIEWS:
+            raise RamirError(
+                f"ensemble must be one of {', '.join(map(str, ENSEMBLE_VIEWS))} views, got {self.ensemble!r}"
+            )
         if self.precision not in PRECISIONS:
             raise RamirError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.backend not in BACKENDS:
@@ -465,10 +474,24 @@ class Restorer:
         return self._apply_native(k, x01)
 
     def _apply_native(self, k: int, x01: torch.Tensor) -> torch.Tensor:
-        return restore_tensor(
-            self._expert_forward(k), x01, tile=self.tile, overlap=self.overlap, multiple=self.multiple,
-            device=self.device, precision=self.precision, bpp=self._bpp, max_memory=self.max_memory,
-        ).clamp(0.0, 1.0)
+        views_for = getattr(self.network, "views_for", None)
+        names = getattr(self.network, "expert_names", None)
+        views = views_for(names[k], self.ensemble) if views_for and names else self.ensemble
+        return self._run(self._expert_forward(k), x01, views).clamp(0.0, 1.0)
+
+    def _run(
+        self, forward: Callable[[torch.Tensor], torch.Tensor], x01: torch.Tensor,
+        views: int | list[tuple[bool, bool, bool]] | None = None,
+    ) -> torch.Tensor:
+        """``forward`` over ``x01`` in tiles, once or averaged over ``views`` (:attr:`ensemble`) views."""
+
+        def once(x: torch.Tensor) -> torch.Tensor:
+            return restore_tensor(
+                forward, x, tile=self.tile, overlap=self.overlap, multiple=self.multiple,
+                device=self.device, precision=self.precision, bpp=self._bpp, max_memory=self.max_memory,
+            )
+
+        return self_ensemble(once, x01, self.ensemble if views is None else views)
 
     def route(self, image: Any) -> Decision:
         """The router's decision for ``image`` (any kind :meth:`restore` takes), without restoring: its
@@ -518,10 +541,7 @@ class Restorer:
         if self._experts is None:
             if expert is not None:
                 raise RamirError("--expert needs a routed model (like the default one); this has no experts")
-            return restore_tensor(
-                self._forward, x01, tile=self.tile, overlap=self.overlap, multiple=self.multiple,
-                device=self.device, precision=self.precision, bpp=self._bpp, max_memory=self.max_memory,
-            )
+            return self._run(self._forward, x01)
         forced = parse_experts(expert, self.network.expert_names) if expert is not None else None
         outs, self.last_routes, self.last_decisions = [], [], []
         for i in range(x01.shape[0]):
@@ -692,6 +712,7 @@ def load(
     backend: str = "auto",
     max_memory: int = MAX_MEMORY,
     announce: Callable[[str], None] | None = None,
+    ensemble: int = 1,
 ) -> Restorer:
     """A ready-to-use :class:`Restorer`.
 
@@ -706,6 +727,8 @@ def load(
     note to ``announce``.
     ``max_memory``: bytes a restore with ``tile="auto"`` plans to stay within (default 2 GiB).
     ``announce``: told, one line each, what the first use of onnxruntime costs (the export, once).
+    ``ensemble``: 1, 2, 4 or 8 views of geometric self-ensemble (:mod:`ramir.ensemble`): that many times
+    slower, a little better (docs/default-model.md, "Eighteenth cycle").
     """
     from ramir.archs import ARCHITECTURES, MODEL_CONFIGS, create_model
 
@@ -737,7 +760,7 @@ def load(
                 f"{', '.join(sorted(MODEL_CONFIGS))})"
             )
     settings = dict(tile=tile, overlap=overlap, precision=precision, twin_mask=twin_mask, name=name,
-                    max_memory=max_memory, announce=announce)
+                    max_memory=max_memory, announce=announce, ensemble=ensemble)
     if backend != "auto":
         return Restorer(network, dev, backend=backend, **settings)
     chosen = auto_backend(network, dev, precision=precision, twin_mask=twin_mask,

@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from ramir.archs.descriptor import Architecture
+from ramir.ensemble import parse_views, symmetries
 from ramir.imagespace import denormalize, normalize
 
 
@@ -249,6 +250,7 @@ class RoutedNetwork(nn.Module):
         scale_threshold: float = 0.5,
         scale_classes: Sequence[str] = ("blur", "motion"),
         scale_restore: bool = False,
+        ensemble_views: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         super().__init__()
         from ramir.archs import build_network
@@ -299,6 +301,17 @@ class RoutedNetwork(nn.Module):
         if self.scale_check and not set(self.scale_classes) <= set(self.classes):
             raise ValueError(
                 f"scale_classes {self.scale_classes} are not all classes ({', '.join(self.classes)})")
+        # expert name -> the self-ensemble views it may take, by name, in order (ramir.ensemble; unnamed:
+        # the standard order). Why: an expert whose degradation has a direction (haze thickens towards
+        # the sky, rain falls) or a phase (a Bayer mosaic) is hurt by some views; chosen on validation
+        # and recorded in the checkpoint like the priors
+        _check_names("ensemble_views", ensemble_views or {}, experts, "an expert")
+        for name, views in (ensemble_views or {}).items():
+            try:
+                parse_views(views)
+            except ValueError as exc:
+                raise ValueError(f"ensemble_views[{name!r}]: {exc}") from None
+        self.ensemble_views = {str(k): [str(v) for v in views] for k, views in (ensemble_views or {}).items()}
         self.router = DegradationRouter(len(self.classes), router_width)
         # one expert may be built larger than the rest (a noise expert grown deeper keeps the others small)
         _check_names("expert_overrides", expert_overrides or {}, experts, "an expert")
@@ -383,6 +396,13 @@ class RoutedNetwork(nn.Module):
     def route_names(self, x: torch.Tensor) -> list[str]:
         """The router's class name of each image (what ``ramir restore`` reports)."""
         return [self.classes[c] for c in self.route_classes(x)]
+
+    def views_for(self, name: str, asked: int) -> list[tuple[bool, bool, bool]]:
+        """The self-ensemble views expert ``name`` runs when ``asked`` are asked for: the first ``asked``
+        of those it may take."""
+        if name not in self.ensemble_views:
+            return symmetries(asked)
+        return parse_views(self.ensemble_views[name])[: int(asked)]
 
     def expert_module(self, k: int) -> nn.Module:
         """Expert ``k`` as it restores: wrapped in its :class:`GuidedRefine` when ``refine`` names it."""

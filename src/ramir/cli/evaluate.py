@@ -111,6 +111,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-memory", type=memory_size, default=None, metavar="SIZE",
         help="memory a restore with --tile auto plans to stay within, e.g. 4G (default 2G)"
     )
+    p.add_argument("--ensemble", type=int, default=1, choices=[1, 2, 4, 8], metavar="{1,2,4,8}",
+                   help="models: average this many flipped/turned restorations of each image (default 1)")
     p.set_defaults(func=run)
 
 
@@ -155,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
     for label, path in models.items():
         print(f"ramir: loading {label} from {path}", file=sys.stderr)
         methods.append(
-            ev.model_method(label, path, device=args.device, tile=tile, max_memory=args.max_memory)
+            ev.model_method(label, path, device=args.device, tile=tile, max_memory=args.max_memory,
+                            ensemble=args.ensemble)
         )
     settings = {
         "device": args.device,

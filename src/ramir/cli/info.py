@@ -69,6 +69,9 @@ def _routing(info: dict) -> list[tuple[str, str]]:
                   + "".join(f"; {k} only after {', '.join(v) or 'nothing'}"
                             for k, v in (cfg.get("chain_after") or {}).items())),
         ("router crop", f"{cfg.get('route_size', 512)} px (centre)"),
+        ("self-ensemble", "any views (ramir restore --ensemble N)" if not cfg.get("ensemble_views") else
+                          "; ".join(f"{k} {'+'.join(v)}" for k, v in cfg["ensemble_views"].items())
+                          + "; the others any (ramir restore --ensemble N)"),
         ("large photos", f"second look at a {cfg['scale_check']}-px short side (blur and motion struck "
                          f"below p {cfg.get('scale_threshold', 0.5):g} there)" if cfg.get("scale_check")
                          else "off"),

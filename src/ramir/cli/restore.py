@@ -115,6 +115,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, default=None, metavar="K",
                    help="routed models: at most K restorations per photo, each chosen again on the result "
                    "(default: the model's own, 2 for the default model); 1 = one expert per photo")
+    p.add_argument("--ensemble", type=int, default=1, choices=[1, 2, 4, 8], metavar="{1,2,4,8}",
+                   help="restore this many flipped/turned copies and average them: that many times "
+                   "slower, slightly better (default 1)")
     p.set_defaults(func=run)
 
 
@@ -221,7 +224,7 @@ def _load_restorer(args: argparse.Namespace):
     with step(f"loading the model {args.model or '(embedded default)'}"):
         return load(args.model, device=args.device, tile=args.tile, overlap=args.overlap,
                     precision=args.precision, twin_mask=args.twin_mask, backend=args.backend,
-                    announce=_say, **memory)
+                    announce=_say, ensemble=args.ensemble, **memory)
 
 
 def run(args: argparse.Namespace) -> int:
