@@ -178,4 +178,4 @@ def test_serve_passes_ensemble_to_load(monkeypatch):
     assert load_restorer("m.safetensors", "cpu", None, None, 4) == "restorer"
     assert seen[-1]["ensemble"] == 4
     load_restorer("m.safetensors", "cpu", None)
-    assert "ensemble" not in seen[-1]  # one view: load's own default
+    assert seen[-1]["ensemble"] == 1

@@ -301,17 +301,17 @@ class RoutedNetwork(nn.Module):
         if self.scale_check and not set(self.scale_classes) <= set(self.classes):
             raise ValueError(
                 f"scale_classes {self.scale_classes} are not all classes ({', '.join(self.classes)})")
-        # expert name -> the self-ensemble views it may take, by name, in order (ramir.ensemble; unnamed:
-        # the standard order). Why: an expert whose degradation has a direction (haze thickens towards
-        # the sky, rain falls) or a phase (a Bayer mosaic) is hurt by some views; chosen on validation
-        # and recorded in the checkpoint like the priors
+        # expert name -> the self-ensemble views it may take, in order, named in the checkpoint
+        # (ramir.ensemble; unnamed: the standard order). Why: an expert whose degradation has a
+        # direction (haze thickens towards the sky, rain falls) or a phase (a Bayer mosaic) is hurt by
+        # some views; chosen on validation and recorded in the checkpoint like the priors
         _check_names("ensemble_views", ensemble_views or {}, experts, "an expert")
+        self.ensemble_views: dict[str, list[tuple[bool, bool, bool]]] = {}
         for name, views in (ensemble_views or {}).items():
             try:
-                parse_views(views)
+                self.ensemble_views[str(name)] = parse_views(views)
             except ValueError as exc:
                 raise ValueError(f"ensemble_views[{name!r}]: {exc}") from None
-        self.ensemble_views = {str(k): [str(v) for v in views] for k, views in (ensemble_views or {}).items()}
         self.router = DegradationRouter(len(self.classes), router_width)
         # one expert may be built larger than the rest (a noise expert grown deeper keeps the others small)
         _check_names("expert_overrides", expert_overrides or {}, experts, "an expert")
@@ -402,7 +402,7 @@ class RoutedNetwork(nn.Module):
         of those it may take."""
         if name not in self.ensemble_views:
             return symmetries(asked)
-        return parse_views(self.ensemble_views[name])[: int(asked)]
+        return self.ensemble_views[name][: int(asked)]
 
     def expert_module(self, k: int) -> nn.Module:
         """Expert ``k`` as it restores: wrapped in its :class:`GuidedRefine` when ``refine`` names it."""

@@ -64,6 +64,17 @@ def memory_size(text: str) -> int:
     return int(value)
 
 
+def add_ensemble_argument(parser: argparse.ArgumentParser) -> None:
+    """``--ensemble N`` (restore, evaluate, serve): the view counts :mod:`ramir.ensemble` takes."""
+    from ramir.ensemble import VIEWS
+
+    parser.add_argument(
+        "--ensemble", type=int, default=1, choices=list(VIEWS), metavar="{" + ",".join(map(str, VIEWS)) + "}",
+        help="average this many flipped/turned restorations of each image, within the views each expert "
+        "allows: up to that many times slower, slightly better (default 1)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ramir", description="Blind all-in-one image restoration (RAM: Restore Anything with Masks)."

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from ramir.cli import memory_size, tile_size
+from ramir.cli import add_ensemble_argument, memory_size, tile_size
 from ramir.errors import ConfigError
 
 EPILOG = """\
@@ -111,8 +111,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-memory", type=memory_size, default=None, metavar="SIZE",
         help="memory a restore with --tile auto plans to stay within, e.g. 4G (default 2G)"
     )
-    p.add_argument("--ensemble", type=int, default=1, choices=[1, 2, 4, 8], metavar="{1,2,4,8}",
-                   help="models: average this many flipped/turned restorations of each image (default 1)")
+    add_ensemble_argument(p)
     p.set_defaults(func=run)
 
 

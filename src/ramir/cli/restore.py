@@ -23,7 +23,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from ramir.cli import memory_size, tile_size
+from ramir.cli import add_ensemble_argument, memory_size, tile_size
 from ramir.errors import ImageError, RamirError, first_line, step
 from ramir.imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
@@ -115,9 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, default=None, metavar="K",
                    help="routed models: at most K restorations per photo, each chosen again on the result "
                    "(default: the model's own, 2 for the default model); 1 = one expert per photo")
-    p.add_argument("--ensemble", type=int, default=1, choices=[1, 2, 4, 8], metavar="{1,2,4,8}",
-                   help="restore this many flipped/turned copies and average them: that many times "
-                   "slower, slightly better (default 1)")
+    add_ensemble_argument(p)
     p.set_defaults(func=run)
 
 

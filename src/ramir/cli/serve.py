@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ramir.cli import memory_size, tile_size
+from ramir.cli import add_ensemble_argument, memory_size, tile_size
 from ramir.errors import ConfigError, RamirError
 
 
@@ -57,9 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default: %(default)s)"
     )
     p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch")
-    p.add_argument("--ensemble", type=int, default=1, choices=[1, 2, 4, 8], metavar="{1,2,4,8}",
-                   help="average this many flipped/turned restorations of each upload: that many times "
-                   "slower, slightly better (default 1)")
+    add_ensemble_argument(p)
     p.add_argument("--verbose", action="store_true", help="log every request (and client disconnects)")
     p.set_defaults(func=run)
 
@@ -71,8 +69,7 @@ def load_restorer(
     from ramir.inference import load
 
     kwargs: dict = {"tile": tile} if tile is not None else {}
-    if ensemble != 1:
-        kwargs["ensemble"] = ensemble
+    kwargs["ensemble"] = ensemble
     kwargs["announce"] = lambda line: print(line, file=sys.stderr, flush=True)
     if max_memory:
         kwargs["max_memory"] = max_memory
