@@ -408,3 +408,29 @@ def test_embedded_model_restores_photos():
     # a photo with nothing to restore stays nearly as it is (the network must not take texture for noise)
     kept = psnr(u8(restorer.restore(clean)), gt)
     assert kept > CLEAN_KEPT, kept
+
+
+def test_cpu_restorer_runs_the_inference_form_and_leaves_the_network_as_trained():
+    from ramir.archs.nafnet import FoldedNAFBlock, NAFBlock
+
+    torch.manual_seed(0)
+    net = ramir.create_model("nafnet-s").eval()
+    with torch.no_grad():
+        for m in net.modules():  # residual scales away from zero, so that every block contributes
+            if isinstance(m, NAFBlock):
+                m.beta.uniform_(0.1, 0.3)
+                m.gamma.uniform_(0.1, 0.3)
+    r = Restorer(net, torch.device("cpu"), tile=0, backend="torch")
+    assert any(isinstance(m, FoldedNAFBlock) for m in r._forward.modules())
+    assert r.network is net and not any(isinstance(m, FoldedNAFBlock) for m in net.modules())
+    x = torch.rand(1, 3, 40, 48)
+    with torch.no_grad():
+        expected = denormalize(net(normalize(x))).clamp(0, 1)
+    # 1e-5 on [0, 1]: the folding bound of tests/test_nafnet.py (measured 2e-7 of the output's magnitude)
+    assert (r.restore(x) - expected).abs().max() < 1e-5
+    # reduced precision keeps the blocks as trained (where torch has no bf16 path it says so and runs fp32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bf16 = Restorer(net, torch.device("cpu"), tile=0, backend="torch", precision="bf16")
+    if bf16.precision == "bf16":
+        assert not any(isinstance(m, FoldedNAFBlock) for m in bf16._forward.modules())

@@ -3,7 +3,8 @@
 Two modes: a fixed tile size (TorchScript-based exporter: fast, and exact for every network because
 window masks and padding are traced for that size) or dynamic height/width (``torch.export``-based
 exporter; sizes must then be multiples of the network's ``size_multiple``, which the ONNX runner pads to).
-Every export is verified against PyTorch with onnxruntime when it is installed.
+Every export is verified against PyTorch with onnxruntime when it is installed. The graph holds the
+network's inference form (``ramir.archs.fold_for_inference``), checked against the network as trained.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 
 from ramir._version import __version__
-from ramir.archs import architecture_of, network_multiple, network_spec
+from ramir.archs import architecture_of, fold_for_inference, network_multiple, network_spec
 from ramir.errors import RamirError
 from ramir.fileio import atomic_path
 from ramir.imagespace import ImageSpaceModel
@@ -46,8 +47,12 @@ def export_onnx(
     verify: bool = True,
     tolerance: float = 1e-4,
     overwrite: bool = False,
+    fold: bool = True,
 ) -> ExportReport:
-    """Write ``network`` (normalised space) as an ONNX graph on [0, 1] images of shape (N, 3, H, W)."""
+    """Write ``network`` (normalised space) as an ONNX graph on [0, 1] images of shape (N, 3, H, W).
+
+    ``fold``: export the inference form (:func:`ramir.archs.fold_for_inference`), the default; False
+    writes the network's blocks as trained (``benchmarks/fold_speed.py`` compares the two)."""
     try:
         import onnx  # noqa: F401 - needed to write the metadata (and by the dynamic exporter)
     except ImportError:
@@ -61,7 +66,9 @@ def export_onnx(
     path = Path(path)
     if path.exists() and not overwrite:
         raise RamirError(f"{path} exists; pass --overwrite to replace it")
-    wrapped = ImageSpaceModel(network).eval()
+    # the graph computes the inference form (e.g. NAF blocks with their norms folded away: faster, the
+    # same function); the check below compares it with the network as trained
+    wrapped = ImageSpaceModel(fold_for_inference(network) if fold else network).eval()
     example = torch.rand(1, 3, tile, tile)
     with atomic_path(path, overwrite=True) as tmp, warnings.catch_warnings(), _quiet_exporter_logs():
         warnings.simplefilter("ignore")

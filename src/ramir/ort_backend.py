@@ -27,6 +27,9 @@ from ramir.errors import RamirError, first_line
 from ramir.imagespace import denormalize, normalize
 
 log = logging.getLogger(__name__)
+# what the exported graph computes besides the weights; a new value re-exports every cached graph
+# ("folded-1": blocks in their inference form, ramir.archs.fold_for_inference)
+GRAPH_FORM = "folded-1"
 MISSING = "the onnxruntime backend needs onnx and onnxruntime: pip install 'ramir[onnx]'"
 
 
@@ -49,6 +52,7 @@ def network_fingerprint(network: nn.Module) -> str:
         "arch": spec.arch if spec else type(network).__name__,
         "config": spec.kwargs if spec else None,
         "settings": getattr(network, "graph_settings", None),  # e.g. a GuidedRefine's radius and eps
+        "form": GRAPH_FORM,
         "torch": torch.__version__,
         "ramir": __version__,
     }

@@ -80,6 +80,82 @@ class NAFBlock(nn.Module):
         y = self.conv5(self.gate(self.conv4(self.norm2(x))))
         return x + y * self.gamma
 
+    def folded(self) -> FoldedNAFBlock:
+        """The same function rewritten for inference (:class:`FoldedNAFBlock`)."""
+        return FoldedNAFBlock(self)
+
+
+def _conv1x1(weight: torch.Tensor, bias: torch.Tensor) -> nn.Conv2d:
+    conv = nn.Conv2d(weight.shape[1], weight.shape[0], 1)
+    conv.weight.data = weight[:, :, None, None].clone()
+    conv.bias.data = bias.clone()
+    return conv
+
+
+def _rows(conv: nn.Conv2d, rows: slice) -> nn.Conv2d:
+    """The output channels ``rows`` of a (pointwise or depthwise) convolution, as a convolution."""
+    out = rows.stop - rows.start
+    depthwise = conv.groups > 1
+    part = nn.Conv2d(out if depthwise else conv.in_channels, out, conv.kernel_size, padding=conv.padding,
+                     groups=out if depthwise else 1)
+    part.weight.data = conv.weight.detach()[rows].clone()
+    part.bias.data = conv.bias.detach()[rows].clone()
+    return part
+
+
+class FoldedNAFBlock(nn.Module):
+    """A :class:`NAFBlock` rewritten for inference: the same function (to float rounding), fewer passes
+    over memory. Built from a trained block; not for training (its parameters are derived).
+
+    Why: at full resolution a NAF block is memory-bound, and onnxruntime spent more time on the
+    LayerNorms' channel reductions (strided in NCHW) and element-wise ops than in the convolutions.
+    The rewrites, each exact algebra:
+
+    - LayerNorm's affine (γ, β) moves into the 1x1 conv after it: W(γ⊙x̂ + β) + b = (W·diag γ)x̂ + (Wβ + b).
+    - The residual scales move into the conv before them: (W y + b)⊙β = (diag β·W) y + β⊙b.
+    - The channel mean and variance are 1x1 convolutions with weights 1/C (a GEMM, not a strided
+      reduction).
+    - SimpleGate's halves come from two convolutions (output rows split) instead of a Split that copies.
+    """
+
+    def __init__(self, block: NAFBlock) -> None:
+        super().__init__()
+        channels = block.norm1.weight.numel()
+        self.eps = block.norm1.eps
+        like = block.norm1.weight.detach()
+        self.register_buffer("mean_weight", torch.full((1, channels, 1, 1), 1.0 / channels, dtype=like.dtype,
+                                                       device=like.device))
+
+        def after_norm(norm: LayerNorm2d, conv: nn.Conv2d) -> nn.Conv2d:
+            w = conv.weight.detach()[:, :, 0, 0]
+            return _conv1x1(w * norm.weight.detach()[None, :], conv.bias.detach() + w @ norm.bias.detach())
+
+        def scaled(conv: nn.Conv2d, scale: torch.Tensor) -> nn.Conv2d:
+            s = scale.detach().reshape(-1)
+            return _conv1x1(conv.weight.detach()[:, :, 0, 0] * s[:, None], conv.bias.detach() * s)
+
+        conv1, conv4 = after_norm(block.norm1, block.conv1), after_norm(block.norm2, block.conv4)
+        dw, ffn = conv1.out_channels // 2, conv4.out_channels // 2
+        first, second = slice(0, dw), slice(dw, 2 * dw)
+        self.conv1a, self.conv1b = _rows(conv1, first), _rows(conv1, second)
+        self.conv2a, self.conv2b = _rows(block.conv2, first), _rows(block.conv2, second)
+        self.sca = _conv1x1(block.sca.weight.detach()[:, :, 0, 0], block.sca.bias.detach())
+        self.conv3 = scaled(block.conv3, block.beta)
+        self.conv4a, self.conv4b = _rows(conv4, slice(0, ffn)), _rows(conv4, slice(ffn, 2 * ffn))
+        self.conv5 = scaled(block.conv5, block.gamma)
+
+    def _normalised(self, x: torch.Tensor) -> torch.Tensor:
+        d = x - F.conv2d(x, self.mean_weight)
+        return d * torch.rsqrt(F.conv2d(d * d, self.mean_weight) + self.eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self._normalised(x)
+        y = self.conv2a(self.conv1a(n)) * self.conv2b(self.conv1b(n))
+        y = y * self.sca(y.mean((2, 3), keepdim=True))
+        x = x + self.conv3(y)
+        n = self._normalised(x)
+        return x + self.conv5(self.conv4a(n) * self.conv4b(n))
+
 
 class NAFNet(nn.Module):
     """U-Net of NAF blocks. ``enc_blocks``/``dec_blocks`` give the blocks per level (coarser levels
