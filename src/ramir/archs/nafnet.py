@@ -45,6 +45,27 @@ class LayerNorm2d(nn.Module):
         return y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
 
+class PointwiseConv(nn.Conv2d):
+    """A 1x1 convolution (stride 1, no groups) that, on a channels_last tensor, runs as one matrix
+    product over the NHWC view (a free permute in that layout).
+
+    Why: on the CPU with one thread and small batches, PyTorch sends a 1x1 convolution to its generic
+    ``slow_conv2d`` path rather than oneDNN, and in training that path's backward alone took a quarter of
+    a ``nafnet-s`` step; as a ``linear`` the step is faster (``benchmarks/pointwise_train.py``). The
+    parameters, their names and shapes are those of ``nn.Conv2d``: checkpoints, attribution and the
+    inference form see an ordinary convolution. NCHW tensors (inference, ONNX export) take the convolution.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
+        super().__init__(in_channels, out_channels, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4 and x.shape[-1] * x.shape[-2] > 1 and x.is_contiguous(memory_format=torch.channels_last):
+            y = F.linear(x.permute(0, 2, 3, 1), self.weight[:, :, 0, 0], self.bias)
+            return y.permute(0, 3, 1, 2)
+        return super().forward(x)
+
+
 class SimpleGate(nn.Module):
     """Split channels in two halves and multiply them: a non-linearity without an activation function."""
 
@@ -60,15 +81,15 @@ class NAFBlock(nn.Module):
         super().__init__()
         dw = channels * dw_expand
         self.norm1 = LayerNorm2d(channels)
-        self.conv1 = nn.Conv2d(channels, dw, 1)
+        self.conv1 = PointwiseConv(channels, dw)
         self.conv2 = nn.Conv2d(dw, dw, 3, padding=1, groups=dw)
         self.gate = SimpleGate()
         self.sca = nn.Conv2d(dw // 2, dw // 2, 1)  # simplified channel attention: pool -> 1x1 conv
-        self.conv3 = nn.Conv2d(dw // 2, channels, 1)
+        self.conv3 = PointwiseConv(dw // 2, channels)
         ffn = channels * ffn_expand
         self.norm2 = LayerNorm2d(channels)
-        self.conv4 = nn.Conv2d(channels, ffn, 1)
-        self.conv5 = nn.Conv2d(ffn // 2, channels, 1)
+        self.conv4 = PointwiseConv(channels, ffn)
+        self.conv5 = PointwiseConv(ffn // 2, channels)
         # residual scales start at zero: each block begins as the identity, which trains stably
         self.beta = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.gamma = nn.Parameter(torch.zeros(1, channels, 1, 1))
@@ -187,7 +208,7 @@ class NAFNet(nn.Module):
         self.ups = nn.ModuleList()
         self.decoders = nn.ModuleList()
         for n in dec_blocks:
-            self.ups.append(nn.Sequential(nn.Conv2d(ch, ch * 2, 1, bias=False), nn.PixelShuffle(2)))
+            self.ups.append(nn.Sequential(PointwiseConv(ch, ch * 2, bias=False), nn.PixelShuffle(2)))
             ch //= 2
             self.decoders.append(nn.Sequential(*[NAFBlock(ch, dw_expand, ffn_expand) for _ in range(n)]))
         self.ending = nn.Conv2d(width, in_chans, 3, padding=1)
