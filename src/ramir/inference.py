@@ -441,8 +441,9 @@ class Restorer:
             self.export_seconds += runner.export_seconds
             return runner
         if self.device.type == "cpu" and self.precision == "fp32":
-            # the inference form: the same function, 1.2x faster with PyTorch on the CPU (docs/performance.md);
-            # not under reduced precision, where its convolution-computed variances would round coarsely
+            # the inference form: the same function, 1.2x faster with PyTorch on the CPU
+            # (docs/performance.md); not under reduced precision, where its convolution-computed variances
+            # would round coarsely
             network = fold_for_inference(network)
         return TwinMaskNetwork(network) if self.twin_mask else network
 

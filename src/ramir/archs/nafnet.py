@@ -60,7 +60,7 @@ class PointwiseConv(nn.Conv2d):
         super().__init__(in_channels, out_channels, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4 and x.shape[-1] * x.shape[-2] > 1 and x.is_contiguous(memory_format=torch.channels_last):
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
             y = F.linear(x.permute(0, 2, 3, 1), self.weight[:, :, 0, 0], self.bias)
             return y.permute(0, 3, 1, 2)
         return super().forward(x)
