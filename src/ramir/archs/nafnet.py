@@ -51,8 +51,9 @@ class PointwiseConv(nn.Conv2d):
 
     Why: on the CPU with one thread and small batches, PyTorch sends a 1x1 convolution to its generic
     ``slow_conv2d`` path rather than oneDNN, and in training that path's backward alone took a quarter of
-    a ``nafnet-s`` step; as a ``linear`` the step is 1.01-1.17x faster (``benchmarks/pointwise_train.py``). The
-    parameters, their names and shapes are those of ``nn.Conv2d``: checkpoints, attribution and the
+    a ``nafnet-s`` step; as a ``linear`` the step is 1.01-1.17x faster, depending on load
+    (``benchmarks/pointwise_train.py``). The parameters, their names and shapes are those of
+    ``nn.Conv2d``: checkpoints, attribution and the
     inference form see an ordinary convolution. NCHW tensors (inference, ONNX export) take the convolution.
     """
 
