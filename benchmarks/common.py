@@ -120,6 +120,19 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> tupl
     return statistics.median(times), times
 
 
+def alternating_times(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """Seconds of each of ``fns`` over ``rounds`` rounds, one call of each per round in turn, so that every
+    variant sees the same minute of a drifting machine (warm them up first). A ratio of the medians then
+    compares like with like."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return times
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process in MiB (Linux reports KiB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

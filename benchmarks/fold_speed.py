@@ -13,26 +13,16 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 
-def _timed(run, repeats: int) -> list[float]:
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        run()
-        out.append(time.perf_counter() - t)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
 
-    from benchmarks.common import describe_machine
+    from benchmarks.common import alternating_times, describe_machine
     from ramir.archs import fold_for_inference
     from ramir.export import export_onnx
     from ramir.imagespace import ImageSpaceModel
@@ -66,10 +56,8 @@ def main(argv: list[str] | None = None) -> int:
                 export_onnx(expert, path, tile=64, dynamic=True, fold=fold)
                 sessions[fold] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             outs = {fold: s.run(None, {"image": x})[0] for fold, s in sessions.items()}  # warm-up
-            times = {False: [], True: []}
-            for _ in range(args.repeats):  # alternate, so that both see the same machine
-                for fold, s in sessions.items():
-                    times[fold] += _timed(lambda s=s: s.run(None, {"image": x}), 1)
+            runs = {fold: (lambda s=s: s.run(None, {"image": x})) for fold, s in sessions.items()}
+            times = alternating_times(runs, args.repeats)
             a, b = statistics.median(times[False]), statistics.median(times[True])
             diff = float(np.abs(outs[True] - outs[False]).max())
             print(f"| {name} | onnxruntime | {a:.3f} | {b:.3f} | {a / b:.2f} | {diff:.1e} |")
@@ -77,12 +65,10 @@ def main(argv: list[str] | None = None) -> int:
                 models = {False: ImageSpaceModel(expert).eval(),
                           True: ImageSpaceModel(fold_for_inference(expert)).eval()}
                 xt = torch.from_numpy(x)
-                times = {False: [], True: []}
                 with torch.inference_mode():
-                    res = {fold: m(xt) for fold, m in models.items()}
-                    for _ in range(args.repeats):
-                        for fold, m in models.items():
-                            times[fold] += _timed(lambda m=m, xt=xt: m(xt), 1)
+                    res = {fold: m(xt) for fold, m in models.items()}  # warm-up
+                    runs = {fold: (lambda m=m, xt=xt: m(xt)) for fold, m in models.items()}
+                    times = alternating_times(runs, args.repeats)
                 a, b = statistics.median(times[False]), statistics.median(times[True])
                 diff = float((res[True] - res[False]).abs().max())
                 print(f"| {name} | torch | {a:.3f} | {b:.3f} | {a / b:.2f} | {diff:.1e} |")

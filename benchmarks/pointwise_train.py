@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import time
 
 import torch
 from torch import nn
@@ -22,7 +21,7 @@ from torch import nn
 
 def main(argv: list[str] | None = None) -> int:
     import ramir
-    from benchmarks.common import describe_machine
+    from benchmarks.common import alternating_times, describe_machine
     from ramir.archs.nafnet import PointwiseConv
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -55,12 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         return float(loss)
 
     losses = {k: step(k) for k in nets}  # warm-up; the first step's losses are equal to rounding
-    times: dict[str, list[float]] = {k: [] for k in nets}
-    for _ in range(args.steps):
-        for k in nets:
-            t = time.perf_counter()
-            step(k)
-            times[k].append(time.perf_counter() - t)
+    times = alternating_times({k: (lambda k=k: step(k)) for k in nets}, args.steps)
     print(describe_machine())
     print(f"nafnet-s, {swapped} 1x1 layers, batch {args.batch} of {args.patch}x{args.patch}, channels_last, "
           f"{args.threads} thread(s), median of {args.steps} steps each, alternating")

@@ -250,24 +250,22 @@ def bytes_per_pixel(network: nn.Module) -> int:
 def fold_for_inference(network: nn.Module) -> nn.Module:
     """A copy of ``network`` in which every block that offers an inference form (a ``folded()``
     method, e.g. :class:`ramir.archs.nafnet.NAFBlock`) is replaced by it: the same function to float
-    rounding, faster to run (``docs/performance.md``); ``network`` itself when nothing folds. ``network``
-    is left untouched, so training,
-    attribution and checkpoints keep seeing the blocks they know. The copy is for inference only: its
-    parameters are derived from the original's and would not train to the same model."""
+    rounding, faster to run (``docs/performance.md``); ``network`` itself when nothing folds.
+    ``network`` is left untouched, so training, attribution and checkpoints keep seeing the blocks they
+    know. The copy is for inference only: its parameters are derived from the original's and would not
+    train to the same model."""
+    if callable(getattr(network, "folded", None)):
+        return network.folded().eval()
     if not any(callable(getattr(m, "folded", None)) for m in network.modules()):
         return network  # nothing to fold: no copy
     folded = copy.deepcopy(network)
 
     def replace(parent: nn.Module) -> None:
         for name, child in parent.named_children():
-            make = getattr(child, "folded", None)
-            if callable(make):
-                setattr(parent, name, make())
+            if callable(getattr(child, "folded", None)):
+                setattr(parent, name, child.folded())
             else:
                 replace(child)
 
-    make = getattr(folded, "folded", None)
-    if callable(make):
-        return make()
     replace(folded)
     return folded.eval()
